@@ -1,0 +1,312 @@
+"""The encoder and its heads, top to bottom like the paper.
+
+DistilBERT (Sanh et al. 2019) is BERT (Devlin et al. 2018) with half the layers, no token-type
+embeddings and no pooler. One post-LayerNorm encoder serves both; `Config` carries the differences.
+Module names are DistilBERT's checkpoint keys (modeling_distilbert.py); BERT's keys are mapped onto
+them by one literal table in checkpoint.py.
+
+Mask convention, everywhere in this package: attention_mask 1 = attend, 0 = padding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import Config
+
+ACTIVATION_FUNCTIONS = {
+    "gelu": F.gelu,  # exact erf GELU, as BERT's "gelu"
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_fast": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+}
+
+
+def sinusoidal_positions(n_pos: int, dim: int) -> torch.Tensor:
+    """Vaswani et al. (2017) section 3.5, laid out as modeling_distilbert.create_sinusoidal_embeddings."""
+    j = np.arange(dim)
+    angles = np.arange(n_pos)[:, None] / np.power(10000, 2 * (j // 2) / dim)[None, :]  # (n_pos, dim), float64
+    out = torch.empty(n_pos, dim)
+    out[:, 0::2] = torch.FloatTensor(np.sin(angles[:, 0::2]))
+    out[:, 1::2] = torch.FloatTensor(np.cos(angles[:, 1::2]))
+    return out
+
+
+class Embeddings(nn.Module):
+    def __init__(self, config: Config):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.dim, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.dim)
+        if config.type_vocab_size:  # BERT only
+            self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.dim)
+        self.LayerNorm = nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        T = input_ids.size(1)
+        positions = torch.arange(T, device=input_ids.device)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)  # (B, T, dim)
+        if hasattr(self, "token_type_embeddings"):
+            if token_type_ids is None:
+                token_type_ids = torch.zeros_like(input_ids)
+            x = x + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(x))
+
+
+class MultiHeadSelfAttention(nn.Module):
+    def __init__(self, config: Config):
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.q_lin = nn.Linear(config.dim, config.dim)
+        self.k_lin = nn.Linear(config.dim, config.dim)
+        self.v_lin = nn.Linear(config.dim, config.dim)
+        self.out_lin = nn.Linear(config.dim, config.dim)
+        self.dropout_p = config.attention_dropout
+
+    def forward(
+        self, x: torch.Tensor, mask_bias: torch.Tensor, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        B, T, dim = x.shape
+        nh, hs = self.n_heads, dim // self.n_heads
+        q = self.q_lin(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = self.k_lin(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        v = self.v_lin(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        dropout_p = self.dropout_p if self.training else 0.0
+        if need_weights:  # the explicit path, for attention maps
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(hs) + mask_bias  # (B, nh, T, T)
+            weights = F.softmax(scores, dim=-1)
+            y = F.dropout(weights, dropout_p, self.training) @ v  # (B, nh, T, hs)
+        else:
+            weights = None
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask_bias, dropout_p=dropout_p)
+        y = y.transpose(1, 2).reshape(B, T, dim)  # (B, T, dim)
+        return self.out_lin(y), weights
+
+
+class FFN(nn.Module):
+    def __init__(self, config: Config):
+        super().__init__()
+        self.lin1 = nn.Linear(config.dim, config.hidden_dim)
+        self.lin2 = nn.Linear(config.hidden_dim, config.dim)
+        self.activation = ACTIVATION_FUNCTIONS[config.activation]
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.lin2(self.activation(self.lin1(x))))
+
+
+class TransformerBlock(nn.Module):
+    """Post-LayerNorm block: x = LN(x + attention(x)); x = LN(x + ffn(x))."""
+
+    def __init__(self, config: Config):
+        super().__init__()
+        self.attention = MultiHeadSelfAttention(config)
+        self.sa_layer_norm = nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
+        self.ffn = FFN(config)
+        self.output_layer_norm = nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
+        # BERT drops out the attention projection before the residual; DistilBERT does not.
+        self.dropout = nn.Dropout(config.dropout if config.family == "bert" else 0.0)
+
+    def forward(self, x: torch.Tensor, mask_bias: torch.Tensor, need_weights: bool = False):
+        a, weights = self.attention(x, mask_bias, need_weights)
+        x = self.sa_layer_norm(x + self.dropout(a))
+        x = self.output_layer_norm(x + self.ffn(x))
+        return x, weights
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: Config):
+        super().__init__()
+        self.layer = nn.ModuleList(TransformerBlock(config) for _ in range(config.n_layers))
+
+
+class Pooler(nn.Module):
+    """BERT's pooler: tanh(W h_[CLS] + b), trained on next-sentence prediction."""
+
+    def __init__(self, config: Config):
+        super().__init__()
+        self.dense = nn.Linear(config.dim, config.dim)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(hidden[:, 0]))
+
+
+class Encoder(nn.Module):
+    """Embeddings and the stack of blocks. Returns a dict of named outputs (Optimum's names)."""
+
+    def __init__(self, config: Config, with_pooler: bool = False):
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.transformer = Transformer(config)
+        self.pooler = Pooler(config) if with_pooler else None
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> dict[str, torch.Tensor | tuple[torch.Tensor, ...]]:
+        x = self.embeddings(input_ids, token_type_ids)  # (B, T, dim)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        # Additive bias: 0 where attended, the dtype's minimum at padding. Unlike -inf, a row with every
+        # key masked gives uniform weights instead of NaN (as transformers does).
+        mask_bias = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min  # (B, 1, 1, T)
+        hidden_states, attentions = [x], []
+        for block in self.transformer.layer:
+            x, weights = block(x, mask_bias, output_attentions)
+            hidden_states.append(x)
+            attentions.append(weights)
+        out: dict[str, torch.Tensor | tuple[torch.Tensor, ...]] = {"last_hidden_state": x}
+        if self.pooler is not None:
+            out["pooler_output"] = self.pooler(x)
+        if output_hidden_states:
+            out["hidden_states"] = tuple(hidden_states)  # embeddings, then each layer: n_layers + 1
+        if output_attentions:
+            out["attentions"] = tuple(attentions)  # each (B, n_heads, T, T)
+        return out
+
+
+class _WithEncoder(nn.Module):
+    """A head on top of the encoder; `self.encoder` holds the shared body."""
+
+    def __init__(self, config: Config, with_pooler: bool = False):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config, with_pooler)
+
+    def encode(self, input_ids, attention_mask=None, token_type_ids=None, **flags):
+        return self.encoder(input_ids, attention_mask, token_type_ids, **flags)
+
+
+class MaskedLM(_WithEncoder):
+    """transform -> activation -> LayerNorm -> projector tied to the word embeddings."""
+
+    def __init__(self, config: Config):
+        super().__init__(config)
+        self.activation = ACTIVATION_FUNCTIONS[config.activation]
+        self.vocab_transform = nn.Linear(config.dim, config.dim)
+        self.vocab_layer_norm = nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
+        self.vocab_projector = nn.Linear(config.dim, config.vocab_size)
+        self.vocab_projector.weight = self.encoder.embeddings.word_embeddings.weight  # tied
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, logits_at=None, **flags):
+        """logits_at: optional bool (B, T); then logits are (N, vocab) for just those positions, in row order.
+
+        The head costs as much as half the encoder on short texts, and fill-mask needs it at [MASK] alone.
+        """
+        out = self.encode(input_ids, attention_mask, token_type_ids, **flags)
+        h = out["last_hidden_state"]
+        if logits_at is not None:
+            h = h[logits_at]  # (N, dim)
+        out["logits"] = self.vocab_projector(self.vocab_layer_norm(self.activation(self.vocab_transform(h))))
+        return out
+
+
+class SequenceClassifier(_WithEncoder):
+    """DistilBERT: [CLS] -> pre_classifier -> ReLU -> classifier. BERT: pooler -> classifier."""
+
+    def __init__(self, config: Config):
+        super().__init__(config, with_pooler=config.family == "bert")
+        if config.family == "distilbert":
+            self.pre_classifier = nn.Linear(config.dim, config.dim)
+            p = config.classifier_dropout if config.classifier_dropout is not None else 0.2
+        else:
+            p = config.classifier_dropout if config.classifier_dropout is not None else config.dropout
+        self.dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(config.dim, config.num_labels)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, **flags):
+        out = self.encode(input_ids, attention_mask, token_type_ids, **flags)
+        if self.config.family == "distilbert":
+            pooled = F.relu(self.pre_classifier(out["last_hidden_state"][:, 0]))  # (B, dim)
+        else:
+            pooled = out["pooler_output"]
+        out["logits"] = self.classifier(self.dropout(pooled))  # (B, num_labels)
+        return out
+
+
+class TokenClassifier(_WithEncoder):
+    def __init__(self, config: Config):
+        super().__init__(config)
+        p = config.dropout
+        if config.family == "bert" and config.classifier_dropout is not None:
+            p = config.classifier_dropout
+        self.dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(config.dim, config.num_labels)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, **flags):
+        out = self.encode(input_ids, attention_mask, token_type_ids, **flags)
+        out["logits"] = self.classifier(self.dropout(out["last_hidden_state"]))  # (B, T, num_labels)
+        return out
+
+
+class QuestionAnswering(_WithEncoder):
+    def __init__(self, config: Config):
+        super().__init__(config)
+        self.dropout = nn.Dropout(config.qa_dropout if config.family == "distilbert" else 0.0)
+        self.qa_outputs = nn.Linear(config.dim, 2)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, **flags):
+        out = self.encode(input_ids, attention_mask, token_type_ids, **flags)
+        logits = self.qa_outputs(self.dropout(out["last_hidden_state"]))  # (B, T, 2)
+        out["start_logits"], out["end_logits"] = logits[..., 0], logits[..., 1]  # (B, T) each
+        return out
+
+
+class FeatureExtractor(_WithEncoder):
+    """The bare encoder (DistilBertModel / BertModel), with BERT's pooler when the checkpoint has one."""
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, **flags):
+        return self.encode(input_ids, attention_mask, token_type_ids, **flags)
+
+
+HEADS: dict[str, type[_WithEncoder]] = {
+    "feature-extraction": FeatureExtractor,
+    "fill-mask": MaskedLM,
+    "text-classification": SequenceClassifier,
+    "token-classification": TokenClassifier,
+    "question-answering": QuestionAnswering,
+}
+
+
+def build(config: Config, task: str, with_pooler: bool = False, init: bool = True) -> _WithEncoder:
+    """A model for `task`, initialised as BERT initialises (N(0, initializer_range), LayerNorm 1 and 0)."""
+    if task == "feature-extraction":
+        model = FeatureExtractor(config, with_pooler)
+    else:
+        model = HEADS[task](config)
+    if not init:
+        return model
+    model.apply(lambda m: _init_weights(m, config))
+    if config.sinusoidal_pos_embds:
+        with torch.no_grad():
+            pos = model.encoder.embeddings.position_embeddings.weight
+            pos.copy_(sinusoidal_positions(*pos.shape))
+    return model
+
+
+def _init_weights(module: nn.Module, config: Config) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=config.initializer_range)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=config.initializer_range)
+        if module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
