@@ -119,8 +119,11 @@ _FORWARD = {
 }
 
 
-def to_our_keys(family: str, state: dict[str, Any]) -> dict[str, Any]:
-    """Checkpoint keys (any prefix, old gamma/beta names) -> our module names. Unknown keys pass through."""
+def to_our_keys(family: str, state: dict[str, Any], origin: dict[str, str] | None = None) -> dict[str, Any]:
+    """Checkpoint keys (any prefix, old gamma/beta names) -> our module names. Unknown keys pass through.
+
+    `origin`, when given, is filled with our name -> the checkpoint's name, for error messages.
+    """
     prefix = family + "."
     out: dict[str, Any] = {}
     for key, tensor in state.items():
@@ -134,6 +137,8 @@ def to_our_keys(family: str, state: dict[str, Any]) -> dict[str, Any]:
         else:
             name = key  # unmapped: reported as unexpected unless ignorable
         out[name] = tensor
+        if origin is not None:
+            origin[name] = key
     return out
 
 
@@ -285,7 +290,8 @@ def load(
     folder = resolve(model)
     config = Config.from_file(folder / "config.json")
     raw = read_state_dict(folder)
-    state = to_our_keys(config.family, raw)
+    origin: dict[str, str] = {}
+    state = to_our_keys(config.family, raw, origin)
     task = task or infer_task(config, set(state))
     if task not in HEADS:
         raise UserError(f"unknown task {task!r}; expected one of {', '.join(HEADS)}")
@@ -299,7 +305,9 @@ def load(
         missing = [k for k in missing if not HEAD_KEYS.match(k)]
     else:
         fresh = []
-    unexpected = sorted(k for k in set(state) - set(expected) if not IGNORED_KEYS.match(k) and not HEAD_KEYS.match(k))
+    unexpected = sorted(
+        origin[k] for k in set(state) - set(expected) if not IGNORED_KEYS.match(k) and not HEAD_KEYS.match(k)
+    )
     misshaped = sorted(
         f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
         for k in set(state) & set(expected)

@@ -291,10 +291,11 @@ def build(config: Config, task: str, with_pooler: bool = False, init: bool = Tru
     if not init:
         return model
     model.apply(lambda m: _init_weights(m, config))
-    if config.sinusoidal_pos_embds:
-        with torch.no_grad():
-            pos = model.encoder.embeddings.position_embeddings.weight
-            pos.copy_(sinusoidal_positions(*pos.shape))
+    with torch.no_grad():
+        embeddings = model.encoder.embeddings
+        embeddings.word_embeddings.weight[config.pad_token_id].zero_()  # again: the tied projector's init wrote it
+        if config.sinusoidal_pos_embds:
+            embeddings.position_embeddings.weight.copy_(sinusoidal_positions(*embeddings.position_embeddings.weight.shape))
     return model
 
 
@@ -304,9 +305,6 @@ def _init_weights(module: nn.Module, config: Config) -> None:
         nn.init.zeros_(module.bias)
     elif isinstance(module, nn.Embedding):
         nn.init.normal_(module.weight, std=config.initializer_range)
-        if module.padding_idx is not None:
-            with torch.no_grad():
-                module.weight[module.padding_idx].zero_()
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)

@@ -1,0 +1,74 @@
+"""Backends run the network on numpy arrays; pipelines are written against this interface alone.
+
+A backend has `config`, `task` and `folder`, and one method:
+
+    run(input_ids, attention_mask, token_type_ids=None, logits_at=None) -> dict[str, np.ndarray]
+
+with int64 (B, T) inputs, and outputs named as Optimum names them (`last_hidden_state`, `logits`,
+`start_logits`, `end_logits`). `logits_at`, a bool (B, T) array, asks a masked-LM backend for logits
+at those positions only, as an (N, vocab) array in row order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..config import Config
+from ..errors import UserError
+
+BACKENDS = ("torch", "onnx")
+
+
+class Backend(Protocol):
+    config: Config
+    task: str
+    folder: Path
+
+    def run(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        token_type_ids: np.ndarray | None = None,
+        logits_at: np.ndarray | None = None,
+    ) -> dict[str, np.ndarray]: ...
+
+
+def load_backend(model: str | Path, task: str | None = None, backend: str | None = None, **options) -> Backend:
+    """Open `model` (a folder or hub id) with the named backend, or the natural one for the folder."""
+    if backend is not None and backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if backend == "onnx":
+        from .onnx import OnnxBackend
+
+        return OnnxBackend.load(model, task, **options)
+    from ..checkpoint import resolve
+
+    folder = resolve(model)
+    if backend is None and not _has_torch_weights(folder) and _onnx_file(folder) is not None:
+        from .onnx import OnnxBackend
+
+        return OnnxBackend.load(folder, task, **options)
+    try:
+        from .torch import TorchBackend
+    except ImportError:
+        raise UserError(
+            f"PyTorch is not installed, and {folder} holds no model.onnx; install the torch extra "
+            "(pip install 'distilbert[torch]') or export the model to ONNX first"
+        ) from None
+    return TorchBackend.load(folder, task, **options)
+
+
+def _has_torch_weights(folder: Path) -> bool:
+    from ..checkpoint import WEIGHT_FILES
+
+    return any((folder / name).is_file() for name in WEIGHT_FILES)
+
+
+def _onnx_file(folder: Path) -> Path | None:
+    for candidate in (folder / "model.onnx", folder / "onnx" / "model.onnx"):
+        if candidate.is_file():
+            return candidate
+    return None

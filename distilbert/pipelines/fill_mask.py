@@ -1,0 +1,94 @@
+"""Fill-mask: the model card's first example, with the output of transformers' FillMaskPipeline, key for key."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..errors import UserError
+from .base import Pipeline, log
+
+
+class FillMaskPipeline(Pipeline):
+    task = "fill-mask"
+
+    def __call__(self, inputs: str | Sequence[str], top_k: int = 5, targets: str | Sequence[str] | None = None):
+        """Each [MASK] gets its `top_k` most likely tokens: {score, token, token_str, sequence}.
+
+        One mask: a list of dicts. Several masks: a list per mask. A list of texts: a list of those
+        (a list of one text is answered like the text alone, as transformers does).
+        """
+        texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        if not isinstance(top_k, int) or top_k < 1:
+            raise UserError(f"top_k must be a positive integer, got {top_k!r}")
+        target_ids = self.target_ids(targets) if targets is not None else None
+        enc = self.encode(texts)
+        mask_id = self.tokenizer.mask_token_id
+        for text, ids in zip(texts, enc["input_ids"]):
+            if mask_id not in ids:
+                raise UserError(
+                    f"no {self.tokenizer.mask_token} in {text[:60]!r}: put {self.tokenizer.mask_token} where the word to predict goes"
+                )
+        results: list = [None] * len(texts)
+        for rows, arrays in self.batches(enc):
+            at_mask = arrays["input_ids"] == mask_id
+            logits = self.backend.run(**arrays, logits_at=at_mask)["logits"]  # (N masks, vocab), in row order
+            start = 0
+            for r, i in enumerate(rows):
+                n = int(at_mask[r].sum())
+                results[i] = self.postprocess(enc["input_ids"][i], logits[start : start + n], top_k, target_ids)
+                start += n
+        return results[0] if len(results) == 1 else results
+
+    def postprocess(self, input_ids: list[int], logits: np.ndarray, top_k: int, target_ids: np.ndarray | None):
+        logits = logits.astype(np.float32)
+        probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        probs /= probs.sum(axis=-1, keepdims=True)  # (masks, vocab)
+        if target_ids is not None:
+            probs = probs[:, target_ids]
+        k = min(top_k, probs.shape[-1])
+        ids = np.asarray(input_ids)
+        positions = np.flatnonzero(ids == self.tokenizer.mask_token_id)
+        single = len(positions) == 1
+        result = []
+        for position, row in zip(positions, probs):
+            best = np.argsort(-row, kind="stable")[:k]
+            predictions = []
+            for p in best:
+                token = int(target_ids[p]) if target_ids is not None else int(p)
+                filled = ids.copy()
+                filled[position] = token  # other masks stay [MASK], as in transformers
+                filled = filled[filled != self.tokenizer.pad_token_id]
+                predictions.append(
+                    {
+                        "score": float(row[p]),
+                        "token": token,
+                        "token_str": self.tokenizer.decode([token]),
+                        "sequence": self.tokenizer.decode(filled, skip_special_tokens=single),
+                    }
+                )
+            result.append(predictions)
+        return result[0] if single else result
+
+    def target_ids(self, targets: str | Sequence[str]) -> np.ndarray:
+        """A target in the vocabulary is used as it is; otherwise its first word piece, with a warning."""
+        targets = [targets] if isinstance(targets, str) else list(targets)
+        vocab = self.tokenizer.get_vocab()
+        ids = []
+        for target in targets:
+            token_id = vocab.get(target)
+            if token_id is None:
+                pieces = self.tokenizer(target, add_special_tokens=False)["input_ids"]
+                if not pieces:
+                    log.warning("target %r is not in the vocabulary and has no word piece; ignoring it", target)
+                    continue
+                token_id = pieces[0]
+                log.warning(
+                    "target %r is not in the vocabulary; using %r", target, self.tokenizer.convert_ids_to_tokens([token_id])[0]
+                )
+            ids.append(token_id)
+        ids = list(set(ids))  # transformers' order, so ties break the same way
+        if not ids:
+            raise UserError("none of the targets can be scored: give words from the model's vocabulary")
+        return np.array(ids)

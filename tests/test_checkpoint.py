@@ -1,0 +1,157 @@
+"""Hugging Face checkpoints in every layout, in and out, and the errors a broken one gives."""
+
+import json
+
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
+
+from conftest import ARCHS, TASK_OF_ARCH, make_reference, save_reference
+from distilbert.checkpoint import load, read_state_dict, resolve, save
+from distilbert.errors import UserError
+from test_model import batch
+
+
+def outputs(model, family, ours=False):
+    ids, mask, types = batch(family)
+    with torch.no_grad():
+        if ours:
+            out = model(ids, mask, types)
+        else:
+            out = model(input_ids=ids, attention_mask=mask, **({"token_type_ids": types} if types is not None else {}))
+    return {k: out[k] for k in ("last_hidden_state", "logits", "start_logits", "end_logits", "pooler_output")
+            if k in out and out[k] is not None}
+
+
+@pytest.mark.parametrize("layout", ["sharded-safetensors", "bin", "sharded-bin"])
+def test_other_layouts_load(tmp_path, layout):
+    ref = make_reference("bert", "ForMaskedLM")
+    sharded = layout.startswith("sharded")
+    save_reference(ref, tmp_path, tokenizer=False, max_shard_size="20KB" if sharded else "5GB")
+    if "bin" in layout:  # transformers 5 writes safetensors only; write the .bin layouts as older versions did
+        state = {}
+        for path in sorted(tmp_path.glob("*.safetensors")):
+            state.update(load_file(path))
+            path.unlink()
+        (tmp_path / "model.safetensors.index.json").unlink(missing_ok=True)
+        if sharded:
+            keys = sorted(state)
+            half = len(keys) // 2
+            shards = {"pytorch_model-00001-of-00002.bin": keys[:half], "pytorch_model-00002-of-00002.bin": keys[half:]}
+            for name, names in shards.items():
+                torch.save({k: state[k] for k in names}, tmp_path / name)
+            weight_map = {k: name for name, names in shards.items() for k in names}
+            (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+        else:
+            torch.save(state, tmp_path / "pytorch_model.bin")
+    else:
+        assert (tmp_path / "model.safetensors.index.json").exists()
+    net, _, _ = load(tmp_path)
+    for name, value in outputs(ref, "bert").items():
+        torch.testing.assert_close(outputs(net, "bert", ours=True)[name], value, rtol=0, atol=1e-5)
+
+
+def test_pickled_code_is_never_run(tmp_path):
+    ref = make_reference("distilbert", "Model")
+    save_reference(ref, tmp_path, tokenizer=False)
+    (tmp_path / "model.safetensors").unlink()
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("open('%s', 'w').write('ran')" % (tmp_path / "pwned"),))
+
+    torch.save({"x": Evil()}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(UserError, match="not a readable PyTorch weights file"):
+        load(tmp_path)
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("family", ["distilbert", "bert"])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_what_we_save_transformers_loads(checkpoint_factory, tmp_path, family, arch):
+    folder, ref = checkpoint_factory(family, arch)
+    net, _, _ = load(folder)
+    save(net, tmp_path, TASK_OF_ARCH[arch])
+    assert set(load_file(tmp_path / "model.safetensors")) == set(load_file(folder / "model.safetensors"))
+    cls = getattr(transformers, ("DistilBert" if family == "distilbert" else "Bert") + arch)
+    again = cls.from_pretrained(tmp_path).eval()
+    theirs, ours = outputs(again, family), outputs(ref, family)
+    assert theirs
+    for name in ours:
+        torch.testing.assert_close(theirs[name], ours[name], rtol=0, atol=1e-6)
+    # and we load our own save
+    ours_again, _, _ = load(tmp_path)
+    mine = outputs(ours_again, family, ours=True)
+    for name, value in ours.items():
+        torch.testing.assert_close(mine[name], value, rtol=0, atol=1e-5)
+
+
+def test_task_override_drops_or_demands_a_head(checkpoint_factory):
+    folder, ref = checkpoint_factory("distilbert", "ForMaskedLM")
+    net, _, _ = load(folder, task="feature-extraction")  # head keys of another task are fine to drop
+    assert not hasattr(net, "vocab_transform")
+    with pytest.raises(UserError, match="missing keys: classifier.bias, classifier.weight, pre_classifier.bias"):
+        load(folder, task="text-classification")
+    fresh, _, _ = load(folder, task="text-classification", allow_new_head=True)
+    torch.testing.assert_close(fresh.encoder.embeddings.word_embeddings.weight, ref.distilbert.embeddings.word_embeddings.weight)
+
+
+def test_missing_unexpected_and_misshaped_keys_are_all_listed(tmp_path):
+    ref = make_reference("distilbert", "ForMaskedLM")
+    save_reference(ref, tmp_path, tokenizer=False)
+    state = load_file(tmp_path / "model.safetensors")
+    del state["distilbert.transformer.layer.1.ffn.lin2.bias"]
+    state["distilbert.transformer.layer.7.ffn.lin2.bias"] = torch.zeros(39)
+    state["vocab_transform.weight"] = torch.zeros(39, 40)
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(UserError) as e:
+        load(tmp_path)
+    message = str(e.value)
+    assert "missing keys: encoder.transformer.layer.1.ffn.lin2.bias" in message
+    assert "unexpected keys: distilbert.transformer.layer.7.ffn.lin2.bias" in message
+    assert "vocab_transform.weight (39, 40) vs (39, 39)" in message
+    assert "\n" not in message
+
+
+def test_config_that_does_not_match_the_weights(tmp_path):
+    ref = make_reference("bert", "ForSequenceClassification")
+    save_reference(ref, tmp_path, tokenizer=False)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["vocab_size"] = 100
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match=r"mis-shaped keys .*word_embeddings.weight \(99, 39\) vs \(100, 39\)"):
+        load(tmp_path)
+
+
+def test_broken_folders(tmp_path):
+    ref = make_reference("distilbert", "Model")
+    save_reference(ref, tmp_path, tokenizer=False)
+    data = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="corrupted or truncated"):
+        load(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(UserError, match="no weights in .*is the download complete"):
+        load(tmp_path)
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(UserError, match="no config.json"):
+        load(tmp_path)
+    with pytest.raises(UserError, match="does not exist"):
+        load(tmp_path / "nowhere")
+    with pytest.raises(UserError, match="does not exist"):
+        resolve("./not/a/model")
+
+
+def test_hub_id_offline_says_what_to_do(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(UserError, match="not reachable .*pass its path instead"):
+        resolve("distilbert-base-uncased")
+
+
+def test_state_dict_reader_gives_every_tensor(checkpoint_factory):
+    folder, ref = checkpoint_factory("distilbert", "ForQuestionAnswering")
+    assert set(read_state_dict(folder)) == set(ref.state_dict()) - {"distilbert.embeddings.position_ids"}

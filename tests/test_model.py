@@ -1,0 +1,111 @@
+"""Our encoder and heads against transformers: tiny odd configs, weights through our own loader, padded batches."""
+
+import pytest
+import torch
+
+from conftest import ARCHS, TASK_OF_ARCH, make_reference, save_reference
+from distilbert.checkpoint import load
+from distilbert.config import Config
+from distilbert.model import build, sinusoidal_positions
+
+OUTPUTS = ("last_hidden_state", "logits", "start_logits", "end_logits", "pooler_output")
+
+
+def batch(family, vocab_size=99, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, vocab_size, (4, 11), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0  # padded row
+    mask[2, 1:] = 0  # everything but [CLS] is padding
+    ids[mask == 0] = 0
+    types = torch.randint(0, 3, ids.shape, generator=g) if family == "bert" else None
+    return ids, mask, types
+
+
+def compare(ref, net, family, vocab_size=99):
+    ids, mask, types = batch(family, vocab_size)
+    kw = {"token_type_ids": types} if types is not None else {}
+    with torch.no_grad():
+        a = ref(input_ids=ids, attention_mask=mask, output_hidden_states=True, output_attentions=True, **kw)
+        b = net(ids, mask, types, output_hidden_states=True, output_attentions=True)
+    compared = 0
+    for name in OUTPUTS:
+        if getattr(a, name, None) is not None:
+            torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-5)
+            assert not torch.isnan(b[name]).any()
+            compared += 1
+    assert compared >= 1
+    assert len(b["hidden_states"]) == len(a.hidden_states) == net.config.n_layers + 1
+    for x, y in zip(b["hidden_states"], a.hidden_states):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-5)
+    assert len(b["attentions"]) == net.config.n_layers
+    for x, y in zip(b["attentions"], a.attentions):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-5)
+    return b
+
+
+@pytest.mark.parametrize("family", ["distilbert", "bert"])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_head_matches_transformers(checkpoint_factory, family, arch):
+    folder, ref = checkpoint_factory(family, arch)
+    net, config, _ = load(folder)
+    assert type(net).__name__ != "" and config.family == family
+    compare(ref, net, family)
+
+
+@pytest.mark.parametrize(
+    "family, overrides",
+    [
+        ("distilbert", {"sinusoidal_pos_embds": True}),
+        ("distilbert", {"activation": "relu"}),
+        ("bert", {"hidden_act": "gelu_new", "layer_norm_eps": 1e-5}),
+        ("bert", {"hidden_act": "relu"}),
+    ],
+)
+def test_config_variants_match(tmp_path, family, overrides):
+    ref = make_reference(family, "ForMaskedLM", **overrides)
+    save_reference(ref, tmp_path, tokenizer=False)
+    net, _, _ = load(tmp_path)
+    compare(ref, net, family)
+
+
+def test_batched_equals_one_by_one(checkpoint_factory):
+    folder, _ = checkpoint_factory("distilbert", "ForMaskedLM")
+    net, _, _ = load(folder)
+    ids, mask, _ = batch("distilbert")
+    with torch.no_grad():
+        together = net(ids, mask)["logits"]
+        for i in range(len(ids)):
+            n = int(mask[i].sum())
+            alone = net(ids[i : i + 1, :n], mask[i : i + 1, :n])["logits"]
+            torch.testing.assert_close(together[i, :n], alone[0], rtol=0, atol=1e-5)
+
+
+def test_logits_at_selected_positions(checkpoint_factory):
+    folder, _ = checkpoint_factory("bert", "ForMaskedLM")
+    net, _, _ = load(folder)
+    ids, mask, types = batch("bert")
+    at = torch.zeros_like(ids, dtype=torch.bool)
+    at[0, 3] = at[1, 2] = at[3, 7] = True
+    with torch.no_grad():
+        full = net(ids, mask, types)["logits"]
+        some = net(ids, mask, types, logits_at=at)["logits"]
+    torch.testing.assert_close(some, full[at], rtol=0, atol=1e-6)
+
+
+def test_sinusoidal_table_matches_transformers():
+    from transformers.models.distilbert.modeling_distilbert import create_sinusoidal_embeddings
+
+    ref = create_sinusoidal_embeddings(23, 38, torch.empty(23, 38))
+    torch.testing.assert_close(sinusoidal_positions(23, 38), ref, rtol=0, atol=0)
+
+
+def test_fresh_model_initialisation():
+    config = Config(vocab_size=50, dim=12, n_layers=1, n_heads=3, hidden_dim=20, sinusoidal_pos_embds=True)
+    net = build(config, "fill-mask")
+    assert net.vocab_projector.weight is net.encoder.embeddings.word_embeddings.weight
+    assert torch.all(net.encoder.embeddings.word_embeddings.weight[0] == 0)  # padding row
+    torch.testing.assert_close(net.encoder.embeddings.position_embeddings.weight, sinusoidal_positions(512, 12))
+    assert abs(net.encoder.transformer.layer[0].ffn.lin1.weight.std().item() - 0.02) < 0.005
+    out = net(torch.tensor([[1, 2, 3]]))
+    assert out["logits"].shape == (1, 3, 50)
