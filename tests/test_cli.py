@@ -1,0 +1,126 @@
+"""The real `distilbert` command in a subprocess."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import distilbert
+
+COMMAND = str(Path(sys.executable).parent / "distilbert")
+
+
+def run(*args, stdin=None, ok=True):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    p = subprocess.run([COMMAND, *map(str, args)], input=stdin, capture_output=True, text=True, env=env, timeout=120)
+    if ok:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+def assert_user_error(p, *words):
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+    assert "Traceback" not in p.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_fill_mask_table_and_json(mlm_checkpoint):
+    folder, _ = mlm_checkpoint
+    text = "Hello I'm a [MASK] model."
+    expected = distilbert.pipeline("fill-mask", model=folder)(text, top_k=3)
+    p = run("fill-mask", text, "--model", folder, "--top-k", 3, "--json")
+    got = json.loads(p.stdout)
+    assert [g["token"] for g in got] == [e["token"] for e in expected]
+    assert [g["sequence"] for g in got] == [e["sequence"] for e in expected]
+    table = run("fill-mask", text, "The [MASK] and the [MASK].", "--model", folder, "--top-k", 3).stdout
+    assert text in table and "score" in table and expected[0]["sequence"] in table and "(mask 2 of 2)" in table
+    targets = json.loads(run("fill-mask", text, "--model", folder, "--targets", "dog", "cat", "--json").stdout)
+    assert sorted(t["token_str"] for t in targets) == ["cat", "dog"]
+
+
+def test_embed_stdout_and_npy(tmp_path, mlm_checkpoint):
+    folder, _ = mlm_checkpoint
+    lines = ["first line", "the second, longer line of text", "third"]
+    p = run("embed", "-", "--model", folder, "--pooling", "mean", stdin="\n".join(lines) + "\n")
+    rows = [json.loads(line) for line in p.stdout.splitlines()]
+    expected = distilbert.pipeline("feature-extraction", model=folder)(lines, pooling="mean")
+    np.testing.assert_allclose(np.array(rows), expected, atol=1e-6)
+    (tmp_path / "in.txt").write_text("\n".join(lines))
+    run("embed", tmp_path / "in.txt", "--model", folder, "--normalize", "--pooling", "cls", "--output", tmp_path / "out.npy")
+    matrix = np.load(tmp_path / "out.npy")
+    assert matrix.shape == (3, 39) and matrix.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1, atol=1e-5)
+
+
+def test_progress_bar_for_long_inputs(tmp_path, mlm_checkpoint):
+    folder, _ = mlm_checkpoint
+    (tmp_path / "many.txt").write_text("\n".join(f"line {i}" for i in range(300)))
+    p = run("embed", tmp_path / "many.txt", "--model", folder, "--output", tmp_path / "e.npy")
+    assert "300/300" in p.stderr and np.load(tmp_path / "e.npy").shape == (300, 39)
+    q = run("tokenize", tmp_path / "many.txt", "--model", folder)
+    assert "300/300" in q.stderr and len(q.stdout.splitlines()) == 300
+
+
+def test_tokenize_singles_and_pairs(tmp_path, mlm_checkpoint):
+    folder, _ = mlm_checkpoint
+    p = run("tokenize", "--model", folder, stdin="Hello world\nsecond line\n")
+    first = json.loads(p.stdout.splitlines()[0])
+    assert first == {"input_ids": [101, 7592, 2088, 102], "token_type_ids": [0] * 4, "attention_mask": [1] * 4}
+    q = run("tokenize", "--model", folder, "--pairs", "--max-length", 6, stdin="a b c d\te f g h\n")
+    row = json.loads(q.stdout)
+    assert len(row["input_ids"]) == 6 and row["token_type_ids"] == [0, 0, 0, 1, 1, 1]
+
+
+def test_info(mlm_checkpoint):
+    folder, ref = mlm_checkpoint
+    out = run("info", folder).stdout
+    assert "family:            distilbert" in out and "DistilBertForMaskedLM" in out and "layers:            2" in out
+    assert f"{sum(p.numel() for p in ref.parameters()):,}" in out
+    assert "30522" in out
+
+
+@pytest.fixture()
+def broken(tmp_path, mlm_checkpoint):
+    folder, _ = mlm_checkpoint
+
+    def make(name, change):
+        target = tmp_path / name
+        shutil.copytree(folder, target)
+        change(target)
+        return target
+
+    return make
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, broken, mlm_checkpoint):
+    folder, _ = mlm_checkpoint
+    assert_user_error(run("fill-mask", "no mask at all", "--model", folder, ok=False), "no [MASK]")
+    assert_user_error(run("fill-mask", "", "--model", folder, ok=False), "no text")
+    (tmp_path / "empty.txt").write_text("\n\n")
+    assert_user_error(run("embed", tmp_path / "empty.txt", "--model", folder, ok=False), "is empty")
+    assert_user_error(run("embed", tmp_path / "absent.txt", "--model", folder, ok=False), "does not exist")
+    assert_user_error(run("fill-mask", "a [MASK]", "--model", tmp_path / "nowhere", ok=False), "does not exist")
+    half = broken("half", lambda f: (f / "model.safetensors").unlink())
+    assert_user_error(run("fill-mask", "a [MASK]", "--model", half, ok=False), "no weights")
+    def corrupt(f):
+        data = (f / "model.safetensors").read_bytes()
+        (f / "model.safetensors").write_bytes(data[: len(data) // 3])
+    assert_user_error(run("fill-mask", "a [MASK]", "--model", broken("corrupt", corrupt), ok=False), "corrupted")
+    def mismatch(f):
+        config = json.loads((f / "config.json").read_text())
+        config["dim"] = 42
+        (f / "config.json").write_text(json.dumps(config))
+    assert_user_error(run("embed", "--model", broken("mismatch", mismatch), stdin="x\n", ok=False), "mis-shaped")
+    assert_user_error(run("tokenize", "--model", folder, "--pairs", stdin="no tab here\n", ok=False), "line 1 has no tab")
+    assert_user_error(run("info", broken("noconfig", lambda f: (f / "config.json").unlink()), ok=False), "no config.json")
+    assert_user_error(run("fill-mask", "a [MASK]", "--model", "distilbert-base-uncased", ok=False), "pass its path")
+    usage = run("fill-mask", ok=False)
+    assert usage.returncode == 2 and "Traceback" not in usage.stderr

@@ -1,0 +1,158 @@
+"""Pipelines against transformers' pipelines on the same checkpoint."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import distilbert
+from distilbert.errors import UserError
+from distilbert.pipelines.features import pool
+
+
+def assert_same_fill(ours, theirs):
+    """Key for key; scores within 1e-5."""
+    if isinstance(theirs, dict):
+        assert set(ours) == set(theirs) == {"score", "token", "token_str", "sequence"}
+        assert ours["token"] == theirs["token"] and ours["token_str"] == theirs["token_str"]
+        assert ours["sequence"] == theirs["sequence"]
+        assert abs(ours["score"] - theirs["score"]) <= 1e-5
+        return
+    assert isinstance(ours, list) and len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        assert_same_fill(a, b)
+
+
+@pytest.fixture(scope="module")
+def fill(mlm_checkpoint):
+    folder, _ = mlm_checkpoint
+    return distilbert.pipeline("fill-mask", model=folder), transformers.pipeline("fill-mask", model=str(folder))
+
+
+@pytest.mark.parametrize(
+    "inputs, kwargs",
+    [
+        ("Hello I'm a [MASK] model.", {}),
+        ("Hello I'm a [MASK] model.", {"top_k": 12}),
+        ("The [MASK] sat on the [MASK] near the [MASK].", {"top_k": 3}),
+        (["Paris is the [MASK] of France.", "A much longer text, with commas, where the [MASK] hides.", "[MASK]"], {}),
+        (["Only one text in a [MASK]."], {}),
+        ("I like [MASK] very much.", {"targets": ["dogs", "cats", "music", "zzqxj"]}),
+        ("I like [MASK] and [MASK].", {"targets": "tea", "top_k": 2}),
+    ],
+)
+def test_fill_mask_matches_transformers(fill, inputs, kwargs):
+    ours, theirs = fill
+    assert_same_fill(ours(inputs, **kwargs), theirs(inputs, **kwargs))
+
+
+def test_fill_mask_batched_equals_one_by_one(fill):
+    ours, _ = fill
+    texts = [f"text number {i} with a [MASK] " + "and more " * i for i in range(9)]
+    together = ours(texts)
+    for text, answer in zip(texts, together):
+        assert_same_fill(answer, ours(text))
+
+
+def test_fill_mask_bad_input(fill):
+    ours, _ = fill
+    with pytest.raises(UserError, match=r"no \[MASK\] in 'no mask here'"):
+        ours("no mask here")
+    with pytest.raises(UserError, match="no input text"):
+        ours([])
+    with pytest.raises(UserError, match="top_k must be a positive integer"):
+        ours("a [MASK]", top_k=0)
+
+
+def test_long_text_is_truncated_with_a_warning(fill, caplog):
+    ours, theirs = fill
+    text = "[MASK] " + "word " * 700
+    with caplog.at_level(logging.WARNING, logger="distilbert"):
+        answer = ours(text)
+    assert "truncated" in caplog.text
+    expected = theirs(text, tokenizer_kwargs={"truncation": True, "max_length": 64})  # it would crash at 512
+    assert_same_fill(answer, expected)
+
+
+@pytest.fixture(scope="module")
+def features(mlm_checkpoint):
+    folder, _ = mlm_checkpoint
+    return distilbert.pipeline("feature-extraction", model=folder), transformers.pipeline("feature-extraction", model=str(folder))
+
+
+TEXTS = ["Hello world.", "A somewhat longer sentence about distillation of language models.", "x", ""]
+
+
+def test_token_features_match_transformers(features):
+    ours, theirs = features
+    for text in TEXTS:
+        expected = np.asarray(theirs(text))[0]
+        got = ours(text)
+        assert got.dtype == np.float32 and got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean", "max"])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_pooled_embeddings_follow_sentence_transformers(features, mlm_checkpoint, pooling, normalize):
+    ours, _ = features
+    folder, ref = mlm_checkpoint
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    enc = tok(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        h = ref.distilbert(**enc).last_hidden_state
+    m = enc["attention_mask"][..., None].float()
+    expected = {  # sentence_transformers.models.Pooling, written out
+        "cls": h[:, 0],
+        "mean": (h * m).sum(1) / m.sum(1).clamp(min=1e-9),
+        "max": torch.where(m > 0, h, torch.tensor(-1e9)).max(1).values,
+    }[pooling]
+    if normalize:
+        expected = torch.nn.functional.normalize(expected, dim=-1)
+    got = ours(TEXTS, pooling=pooling, normalize=normalize)
+    assert got.shape == (len(TEXTS), 39)
+    np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=1e-5)
+    single = ours(TEXTS[1], pooling=pooling, normalize=normalize)
+    np.testing.assert_allclose(single, got[1], rtol=0, atol=1e-5)  # batched equals one by one
+
+
+def test_sentence_transformers_folder_settings(tmp_path, mlm_checkpoint):
+    import shutil
+
+    folder, _ = mlm_checkpoint
+    st = tmp_path / "st"
+    shutil.copytree(folder, st)
+    (st / "1_Pooling").mkdir()
+    (st / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": 39, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": False,
+         "pooling_mode_max_tokens": True}))
+    (st / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]))
+    (st / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 16, "do_lower_case": False}))
+    p = distilbert.pipeline("feature-extraction", model=st)
+    assert (p.pooling, p.normalize, p.max_length) == ("max", True, 16)
+    plain = distilbert.pipeline("feature-extraction", model=folder, max_length=16)
+    np.testing.assert_allclose(p(TEXTS), plain(TEXTS, pooling="max", normalize=True), rtol=0, atol=1e-6)
+    assert np.allclose(np.linalg.norm(p(TEXTS), axis=-1), 1.0, atol=1e-5)
+
+
+def test_pool_ignores_padding():
+    hidden = np.arange(2 * 3 * 2, dtype=np.float32).reshape(2, 3, 2)
+    mask = np.array([[1, 1, 0], [1, 0, 0]])
+    np.testing.assert_allclose(pool(hidden, mask, "mean"), [[1, 2], [6, 7]])
+    np.testing.assert_allclose(pool(hidden, mask, "max"), [[2, 3], [6, 7]])
+    np.testing.assert_allclose(pool(hidden, mask, "cls"), [[0, 1], [6, 7]])
+
+
+def test_unknown_task_and_pooling(mlm_checkpoint):
+    folder, _ = mlm_checkpoint
+    with pytest.raises(UserError, match="unknown task 'summarize'"):
+        distilbert.pipeline("summarize", model=folder)
+    with pytest.raises(UserError, match="unknown pooling 'median'"):
+        distilbert.pipeline("feature-extraction", model=folder, pooling="median")
