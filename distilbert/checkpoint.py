@@ -328,6 +328,8 @@ def load(
         net.load_state_dict(loaded, strict=False)
     else:
         net.load_state_dict(loaded, strict=False, assign=True)  # every key was checked above
+        embeddings = net.encoder.embeddings  # the one buffer, not in checkpoints, is still on the meta device
+        embeddings.position_ids = torch.arange(config.max_position_embeddings)[None]
     if isinstance(net, MaskedLM):
         net.vocab_projector.weight = net.encoder.embeddings.word_embeddings.weight  # re-tie after assign
     net = net.to(dtype or torch.float32).eval()

@@ -24,13 +24,13 @@ CHUNK = 512  # texts handed to a pipeline at once (it sorts each chunk by length
 
 
 def fill_mask(text: list[str], model: str = DEFAULT_MODEL, top_k: int = 5, targets: list[str] | None = None,
-              json_output: bool = False, backend: str | None = None) -> None:
+              json_output: bool = False, backend: str | None = None, precision: str = "fp32") -> None:
     """Predict the [MASK] tokens of each TEXT."""
     from .pipelines import pipeline
 
     if not text or not all(t.strip() for t in text):
         raise UserError("no text given: pass a text with [MASK], e.g. \"Hello I'm a [MASK] model.\"")
-    fill = pipeline("fill-mask", model=model, backend=backend)
+    fill = pipeline("fill-mask", model=model, backend=backend, precision=precision)
     result = fill(text if len(text) > 1 else text[0], top_k=top_k, targets=targets)
     if json_output:
         print(json.dumps(result, ensure_ascii=False))
@@ -49,7 +49,7 @@ def fill_mask(text: list[str], model: str = DEFAULT_MODEL, top_k: int = 5, targe
 
 
 def embed(file: str = "-", model: str = DEFAULT_MODEL, pooling: str | None = None, normalize: bool = False,
-          output: str | None = None, batch_size: int = 32, backend: str | None = None) -> None:
+          output: str | None = None, batch_size: int = 32, backend: str | None = None, precision: str = "fp32") -> None:
     """Embed each line of FILE (or stdin): JSON arrays on stdout, or one .npy matrix with --output."""
     import numpy as np
 
@@ -58,7 +58,7 @@ def embed(file: str = "-", model: str = DEFAULT_MODEL, pooling: str | None = Non
     lines = _read_lines(file)
     if output is not None:
         _check_writable(Path(output))
-    extract = pipeline("feature-extraction", model=model, backend=backend, batch_size=batch_size)
+    extract = pipeline("feature-extraction", model=model, backend=backend, batch_size=batch_size, precision=precision)
     pooling = pooling or extract.pooling or "mean"
     vectors = []
     for chunk in _chunks(lines, "embedding"):
@@ -131,6 +131,20 @@ def info(model: str) -> None:
         rows.append(("tokenizer", f"none ({e})"))
     for label, value in rows:
         print(f"{label + ':':<19}{value}")
+
+
+def export(model: str, out_dir: str, task: str | None = None, opset: int = 17, optimize: bool = False,
+           quantize: str | None = None, drift_text: str | None = None) -> None:
+    """Export MODEL to OUT_DIR/model.onnx (+ config and tokenizer), validated against PyTorch."""
+    try:
+        from .onnx.export import export as run_export, write_report
+    except ImportError as e:
+        raise UserError(f"export needs the torch extra ({e.name} is missing): pip install 'distilbert[torch]'") from None
+    texts = _read_lines(drift_text) if drift_text else None
+    report = run_export(model, out_dir, task=task, opset=opset, optimize=optimize, quantize=quantize,
+                        drift_texts=texts, log=lambda line: print(line, file=sys.stderr))
+    path = write_report(Path(out_dir), "export_report.json", report)
+    print(f"exported {report['task']} to {Path(out_dir) / 'model.onnx'} (report: {path})")
 
 
 # --- helpers ------------------------------------------------------------------------------------------
@@ -212,6 +226,8 @@ def _add_model(p: argparse.ArgumentParser, backend: bool = True) -> None:
     p.add_argument("--model", "-m", default=DEFAULT_MODEL, help=f"model folder or hub id (default {DEFAULT_MODEL})")
     if backend:
         p.add_argument("--backend", choices=("torch", "onnx"), help="runtime (default: onnx for a folder with only model.onnx)")
+        p.add_argument("--precision", choices=("fp32", "int8", "bf16"), default="fp32",
+                       help="fp32 exact (default); int8 runs model_quantized.onnx; bf16 is torch autocast")
 
 
 def _positive(value: str) -> int:
@@ -248,6 +264,17 @@ def _tokenize_args(p):
     p.add_argument("--max-length", type=_positive, help="truncate to this many tokens (default: the tokenizer's)")
 
 
+def _export_args(p):
+    p.add_argument("model", help="model folder or hub id")
+    p.add_argument("out_dir", help="folder to write model.onnx, config.json and the tokenizer into")
+    p.add_argument("--task", choices=("fill-mask", "feature-extraction", "text-classification", "token-classification",
+                                      "question-answering"), help="default: the head the checkpoint was saved with")
+    p.add_argument("--opset", type=_positive, default=17)
+    p.add_argument("--optimize", action="store_true", help="ONNX Runtime's transformer fusions")
+    p.add_argument("--quantize", choices=("int8",), help="also write model_quantized.onnx (dynamic int8)")
+    p.add_argument("--drift-text", help="text file (one text a line) to measure int8 drift on")
+
+
 def _info_args(p):
     p.add_argument("model", help="model folder or hub id")
 
@@ -257,6 +284,7 @@ COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     "embed": (embed, _embed_args, "sentence embeddings, one per input line"),
     "tokenize": (tokenize, _tokenize_args, "token ids, one JSON object per input line"),
     "info": (info, _info_args, "describe a model"),
+    "export": (export, _export_args, "export to ONNX, validated"),
 }
 
 

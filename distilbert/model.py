@@ -50,11 +50,13 @@ class Embeddings(nn.Module):
             self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.dim)
         self.LayerNorm = nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.dropout)
+        # A slice of a constant table rather than arange(T): the exported ONNX graph then matches
+        # ONNX Runtime's EmbedLayerNormalization fusion pattern. Not saved in checkpoints.
+        self.register_buffer("position_ids", torch.arange(config.max_position_embeddings)[None], persistent=False)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         T = input_ids.size(1)
-        positions = torch.arange(T, device=input_ids.device)
-        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)  # (B, T, dim)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(self.position_ids[:, :T])  # (B, T, dim)
         if hasattr(self, "token_type_embeddings"):
             if token_type_ids is None:
                 token_type_ids = torch.zeros_like(input_ids)

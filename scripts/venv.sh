@@ -2,17 +2,22 @@
 # (re)install the package with its extras whenever pyproject.toml changes.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="$root/.venv"
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-stamp="$venv/.installed-$(sha256sum "$root/pyproject.toml" | cut -c1-16)"
-if [ ! -f "$stamp" ]; then
-  # torch exactly: this machine carries a CPU build of 2.13.0, and a looser pin would fetch a CUDA one.
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check "torch==2.13.0"
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-    --config-settings editable_mode=compat -e "$root[torch,test]"
-  rm -f "$venv"/.installed-*
-  touch "$stamp"
-fi
-export PATH="$venv/bin:$PATH"
+pip_install() { "$1/bin/python" -m pip install -q --disable-pip-version-check "${@:2}"; }
+
+# ensure_venv DIR STAMP-SOURCE INSTALL-ARGS...: make DIR once, reinstall when STAMP-SOURCE changes.
+ensure_venv() {
+  local venv="$1" source="$2"
+  shift 2
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  local stamp="$venv/.installed-$(sha256sum "$source" | cut -c1-16)"
+  if [ ! -f "$stamp" ]; then
+    # torch exactly: this machine carries a CPU build of 2.13.0; a looser pin would fetch a CUDA one.
+    pip_install "$venv" "torch==2.13.0"
+    pip_install "$venv" "$@"
+    rm -f "$venv"/.installed-*
+    touch "$stamp"
+  fi
+}
+
+ensure_venv "$root/.venv" "$root/pyproject.toml" --config-settings editable_mode=compat -e "$root[torch,test]"
+export PATH="$root/.venv/bin:$PATH"

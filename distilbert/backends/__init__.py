@@ -37,28 +37,38 @@ class Backend(Protocol):
 
 
 def load_backend(model: str | Path, task: str | None = None, backend: str | None = None, **options) -> Backend:
-    """Open `model` (a folder or hub id) with the named backend, or the natural one for the folder."""
+    """Open `model` (a folder or hub id) with the named backend, or the natural one for it.
+
+    Natural: ONNX Runtime for int8, when PyTorch is not installed, or for a folder with model.onnx and no
+    PyTorch weights; PyTorch otherwise.
+    """
     if backend is not None and backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if backend is None:
+        backend = _natural_backend(model, options.get("precision", "fp32"))
     if backend == "onnx":
         from .onnx import OnnxBackend
 
         return OnnxBackend.load(model, task, **options)
-    from ..checkpoint import resolve
-
-    folder = resolve(model)
-    if backend is None and not _has_torch_weights(folder) and _onnx_file(folder) is not None:
-        from .onnx import OnnxBackend
-
-        return OnnxBackend.load(folder, task, **options)
     try:
         from .torch import TorchBackend
     except ImportError:
         raise UserError(
-            f"PyTorch is not installed, and {folder} holds no model.onnx; install the torch extra "
-            "(pip install 'distilbert[torch]') or export the model to ONNX first"
+            "the torch backend needs PyTorch: install the torch extra (pip install 'distilbert[torch]'), "
+            "or export the model to ONNX and use the onnx backend"
         ) from None
-    return TorchBackend.load(folder, task, **options)
+    return TorchBackend.load(model, task, **options)
+
+
+def _natural_backend(model: str | Path, precision: str) -> str:
+    import importlib.util
+
+    from ..checkpoint import resolve
+
+    if precision == "int8" or importlib.util.find_spec("torch") is None:
+        return "onnx"
+    folder = resolve(model)
+    return "onnx" if not _has_torch_weights(folder) and _onnx_file(folder) is not None else "torch"
 
 
 def _has_torch_weights(folder: Path) -> bool:

@@ -9,6 +9,7 @@ import torch
 
 from ..checkpoint import load
 from ..config import Config
+from ..errors import UserError
 
 
 class TorchBackend:
@@ -17,12 +18,15 @@ class TorchBackend:
         self.autocast = autocast  # torch.bfloat16: the fast mode on CPUs with AMX / AVX512-BF16
 
     @classmethod
-    def load(cls, model, task: str | None = None, threads: int | None = None, autocast: str | None = None):
+    def load(cls, model, task: str | None = None, threads: int | None = None, precision: str = "fp32"):
+        """precision: "fp32" (exact) or "bf16" (autocast; fast where the CPU has AMX or AVX512-BF16)."""
+        if precision not in ("fp32", "bf16"):
+            hint = "; int8 runs on ONNX Runtime: export with --quantize int8 and use the onnx backend" if precision == "int8" else ""
+            raise UserError(f"precision {precision!r} is not available with the torch backend (fp32 or bf16){hint}")
         if threads:
             torch.set_num_threads(threads)
         net, config, folder = load(model, task)
-        dtype = {None: None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}[autocast]
-        return cls(net, config, _task_of(net), folder, dtype)
+        return cls(net, config, _task_of(net), folder, torch.bfloat16 if precision == "bf16" else None)
 
     @torch.inference_mode()
     def run(self, input_ids, attention_mask, token_type_ids=None, logits_at=None) -> dict[str, np.ndarray]:

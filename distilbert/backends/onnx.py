@@ -1,0 +1,119 @@
+"""The ONNX Runtime backend: runs an exported folder (ours, Optimum's, or a hub repo's onnx/model.onnx).
+
+Imports no torch: with only the base install, every pipeline runs through this.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Config
+from ..errors import UserError
+
+FILES = {"fp32": "model.onnx", "int8": "model_quantized.onnx"}
+OUTPUTS_OF_TASK = {
+    "feature-extraction": ("last_hidden_state",),
+    "fill-mask": ("logits",),
+    "text-classification": ("logits",),
+    "token-classification": ("logits",),
+    "question-answering": ("start_logits", "end_logits"),
+}
+
+
+def physical_cores() -> int:
+    """Physical cores (hyper-threads share the FP units these kernels saturate), else the logical count."""
+    try:
+        cores = set()
+        physical = None
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("physical id"):
+                    physical = line.split(":")[1].strip()
+                elif line.startswith("core id"):
+                    cores.add((physical, line.split(":")[1].strip()))
+        if cores:
+            return len(cores)
+    except OSError:
+        pass
+    return os.cpu_count() or 1
+
+
+class OnnxBackend:
+    def __init__(self, session, config: Config, task: str, folder: Path, path: Path):
+        self.session, self.config, self.task, self.folder, self.path = session, config, task, folder, path
+        self.input_names = [i.name for i in session.get_inputs()]
+        self.output_names = [o.name for o in session.get_outputs()]
+
+    @classmethod
+    def load(cls, model, task: str | None = None, threads: int | None = None, precision: str = "fp32",
+             file: str | Path | None = None) -> OnnxBackend:
+        from ..checkpoint import ARCHITECTURES, resolve
+
+        if precision not in FILES:
+            raise UserError(f"precision {precision!r} is not available with the onnx backend (fp32 or int8)")
+        folder = resolve(model, allow_patterns=["*.json", "*.txt", f"{FILES[precision]}*", f"onnx/{FILES[precision]}*"])
+        path = Path(file) if file is not None else _find(folder, FILES[precision])
+        config = Config.from_file(folder / "config.json")
+        session = open_session(path, threads)
+        outputs = {o.name: o for o in session.get_outputs()}
+        natural = next((ARCHITECTURES[a] for a in config.architectures or [] if a in ARCHITECTURES), None)
+        if natural is None or any(name not in outputs for name in OUTPUTS_OF_TASK[natural]):
+            natural = _task_from_outputs(outputs, config)
+        task = task or natural
+        if task != natural:  # an ONNX graph has one head baked in
+            raise UserError(
+                f"{path} was exported for {natural} (outputs {', '.join(outputs)}), not {task}; "
+                f"export the model again with --task {task}"
+            )
+        return cls(session, config, task, folder, path)
+
+    def run(self, input_ids, attention_mask, token_type_ids=None, logits_at=None) -> dict[str, np.ndarray]:
+        feed = {"input_ids": np.asarray(input_ids, dtype=np.int64), "attention_mask": np.asarray(attention_mask, dtype=np.int64)}
+        if "token_type_ids" in self.input_names:
+            feed["token_type_ids"] = (np.zeros_like(feed["input_ids"]) if token_type_ids is None
+                                      else np.asarray(token_type_ids, dtype=np.int64))
+        feed = {k: v for k, v in feed.items() if k in self.input_names}
+        values = self.session.run(None, feed)
+        out = dict(zip(self.output_names, values))
+        if logits_at is not None and "logits" in out:
+            out["logits"] = out["logits"][np.asarray(logits_at, dtype=bool)]  # (N, vocab)
+        return out
+
+
+def open_session(path: Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    if not Path(path).is_file():
+        raise UserError(f"{path} does not exist; export the model first (distilbert export MODEL OUT_DIR)")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or physical_cores()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types, e.g. InvalidProtobuf, Fail
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path} is not a loadable ONNX model (truncated or corrupt?): {first[:200]}") from None
+
+
+def _find(folder: Path, name: str) -> Path:
+    for candidate in (folder / name, folder / "onnx" / name):
+        if candidate.is_file():
+            return candidate
+    raise UserError(f"no {name} in {folder}; export it with `distilbert export`" + (" --quantize int8" if "quantized" in name else ""))
+
+
+def _task_from_outputs(outputs: dict, config: Config) -> str:
+    if "last_hidden_state" in outputs:
+        return "feature-extraction"
+    if "start_logits" in outputs:
+        return "question-answering"
+    logits = outputs.get("logits")
+    if logits is None:
+        raise UserError(f"unrecognised ONNX outputs {sorted(outputs)}")
+    if len(logits.shape) == 2:
+        return "text-classification"
+    return "fill-mask" if logits.shape[-1] in (config.vocab_size, "vocab_size") else "token-classification"

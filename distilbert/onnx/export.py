@@ -1,0 +1,233 @@
+"""Export to ONNX, laid out as Optimum lays it out, then validated against PyTorch on a grid of shapes.
+
+Optimum checks one dummy shape; we check batch 1, 2 and 7 at lengths 1, 8, 128 and 512 (up to the
+model's limit), rows of different lengths padded in one batch, a row that is all padding but [CLS], and
+that a batch gives what its rows give one by one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+
+DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17 on
+TASKS = ("feature-extraction", "fill-mask", "text-classification", "token-classification", "question-answering")
+OUTPUT_NAMES = {
+    "feature-extraction": ["last_hidden_state"],
+    "fill-mask": ["logits"],
+    "text-classification": ["logits"],
+    "token-classification": ["logits"],
+    "question-answering": ["start_logits", "end_logits"],
+}
+FP32_TOLERANCE = 1e-4
+EXTERNAL_DATA_OVER = 1_800_000_000  # bytes; protobuf cannot hold a file over 2 GB
+SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "1_Pooling", "2_Normalize")
+
+
+def export(
+    model: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    task: str | None = None,
+    opset: int = DEFAULT_OPSET,
+    optimize: bool = False,
+    quantize: str | None = None,
+    drift_texts: list[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Export `model` (folder or hub id) to `out_dir`/model.onnx, validate it, optionally optimise and quantise.
+
+    Returns a report: the worst absolute difference per output and shape, fused operators, int8 drift.
+    """
+    from ..checkpoint import ARCHITECTURE_NAMES, load
+    from ..tokenizer import Tokenizer
+
+    if task is not None and task not in TASKS:
+        raise UserError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    if quantize not in (None, "int8"):
+        raise UserError(f"unknown quantization {quantize!r}; only int8 is supported")
+    out = _writable_folder(Path(out_dir))
+    net, config, folder = load(model, task)
+    task = task or _task_of(net)
+    tokenizer = Tokenizer.from_pretrained(folder)
+    names = OUTPUT_NAMES[task]
+    inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if config.type_vocab_size else [])
+
+    path = out / "model.onnx"
+    log(f"exporting {folder} ({config.family}, {task}) to {path} with opset {opset}")
+    _torch_export(net, task, inputs, names, path, opset)
+    config.replace(architectures=[ARCHITECTURE_NAMES[(config.family, task)]]).save(out / "config.json")
+    tokenizer.save(out)
+    for name in SENTENCE_TRANSFORMERS_FILES:  # keep a sentence-transformers folder's pooling settings
+        source = folder / name
+        if source.is_dir():
+            shutil.copytree(source, out / name, dirs_exist_ok=True)
+        elif source.is_file():
+            shutil.copy2(source, out / name)
+
+    report: dict = {"task": task, "opset": opset, "validation": validate(net, path, config, tokenizer, task, log)}
+    if optimize:
+        from .optimize import optimize_graph
+
+        report["fused_operators"] = optimize_graph(path, config, log)
+        report["validation_optimized"] = validate(net, path, config, tokenizer, task, log)
+    if quantize == "int8":
+        from .quantize import quantize_int8
+
+        report["int8"] = quantize_int8(path, out / "model_quantized.onnx", config, tokenizer, task, drift_texts, log)
+    return report
+
+
+def _task_of(net) -> str:
+    from ..model import HEADS
+
+    return next(t for t, cls in HEADS.items() if type(net) is cls)
+
+
+def _writable_folder(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output {out} is a file; give a folder to export into")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to output folder {out} ({e.strerror}); choose a writable folder") from None
+    return out
+
+
+def _torch_export(net, task: str, inputs: list[str], names: list[str], path: Path, opset: int) -> None:
+    import onnx
+    import torch
+
+    dims = {"input_ids": {0: "batch_size", 1: "sequence_length"}}
+    dims.update({name: {0: "batch_size", 1: "sequence_length"} for name in inputs})
+    for name in names:
+        dims[name] = {0: "batch_size"} if task == "text-classification" else {0: "batch_size", 1: "sequence_length"}
+    class Graph(torch.nn.Module):  # positional inputs, a tuple of named outputs: what the exporter wants
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            out = self.net(input_ids, attention_mask, token_type_ids)
+            return tuple(out[name] for name in names)
+
+    example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in inputs)
+    tmp = path.parent / ".export"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            # The TorchScript exporter: its graphs match ONNX Runtime's transformer fusions, and it needs
+            # nothing beyond torch itself.
+            torch.onnx.export(
+                Graph().eval(), example, str(tmp / "model.onnx"), dynamo=False, input_names=inputs,
+                output_names=names, dynamic_axes=dims, opset_version=opset, do_constant_folding=True,
+            )
+        proto = onnx.load(str(tmp / "model.onnx"))  # pulls in external data if the exporter wrote any
+        save_model(proto, path)
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"ONNX export failed with opset {opset}: {str(e).splitlines()[0][:300]}") from None
+    finally:
+        net.eval()  # the exporter restores the wrapper's mode recursively; a fresh wrapper was in training mode
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_model(proto, path: Path, external_over: int = EXTERNAL_DATA_OVER) -> None:
+    """Save an ONNX model, with its weights in `model.onnx_data` beside it when they would pass 2 GB."""
+    import onnx
+
+    size = sum(len(t.raw_data) for t in proto.graph.initializer)
+    for stale in (path, path.with_name(path.name + "_data")):
+        stale.unlink(missing_ok=True)
+    if size > external_over:
+        onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + "_data", size_threshold=1024)
+    else:
+        onnx.save_model(proto, str(path))
+
+
+def shape_grid(max_length: int) -> list[tuple[int, int]]:
+    lengths = sorted({min(n, max_length) for n in (1, 8, 128, 512)})
+    return [(b, t) for b in (1, 2, 7) for t in lengths]
+
+
+def validation_batch(batch: int, length: int, config, tokenizer, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random real-vocabulary ids in [CLS] ... [SEP] rows of different lengths; one row all padding but [CLS]."""
+    rng = np.random.default_rng(seed + 1000 * batch + length)
+    ids = rng.integers(1000 if config.vocab_size > 2000 else 5, config.vocab_size, size=(batch, length))
+    mask = np.ones((batch, length), dtype=np.int64)
+    for r in range(batch):
+        n = length if r == 0 else int(rng.integers(1, length + 1))
+        if batch > 1 and r == batch - 1:
+            n = 1  # all padding but [CLS]
+        mask[r, n:] = 0
+        ids[r, n:] = tokenizer.pad_token_id
+        ids[r, 0] = tokenizer.cls_token_id
+        if n > 1:
+            ids[r, n - 1] = tokenizer.sep_token_id
+    arrays = {"input_ids": ids.astype(np.int64), "attention_mask": mask}
+    if config.type_vocab_size:
+        types = np.zeros_like(ids)
+        types[:, length // 2 :] = 1
+        arrays["token_type_ids"] = types * mask
+    return arrays
+
+
+def validate(net, path: Path, config, tokenizer, task: str, log: Callable[[str], None] = print) -> dict:
+    """ONNX Runtime against PyTorch over the shape grid; fails above 1e-4 in fp32, or on any NaN."""
+    import torch
+
+    from ..backends.onnx import open_session
+
+    session = open_session(path)
+    names = [o.name for o in session.get_outputs()]
+    worst: dict[str, float] = {name: 0.0 for name in names}
+    rows = []
+    for batch, length in shape_grid(config.max_position_embeddings):
+        arrays = validation_batch(batch, length, config, tokenizer)
+        with torch.inference_mode():
+            expected = net(*(torch.from_numpy(arrays[k]) for k in ("input_ids", "attention_mask")),
+                           torch.from_numpy(arrays["token_type_ids"]) if "token_type_ids" in arrays else None)
+        got = dict(zip(names, session.run(None, arrays)))
+        diffs = {}
+        for name in names:
+            if np.isnan(got[name]).any():
+                raise UserError(f"validation failed: {path} gives NaN for {name} at batch {batch}, length {length}")
+            diffs[name] = float(np.abs(got[name] - expected[name].numpy()).max())
+            worst[name] = max(worst[name], diffs[name])
+        if batch > 1:  # a batch gives what its rows give one by one
+            for r in range(batch):
+                n = int(arrays["attention_mask"][r].sum())
+                alone = dict(zip(names, session.run(None, {k: v[r : r + 1, :n] for k, v in arrays.items()})))
+                for name in names:
+                    row = got[name][r] if task == "text-classification" else got[name][r, :n]
+                    diff = float(np.abs(row - alone[name][0]).max())
+                    diffs[name] = max(diffs[name], diff)
+                    worst[name] = max(worst[name], diff)
+        rows.append({"batch": batch, "length": length, **diffs})
+    for name, value in worst.items():
+        log(f"  worst |onnx - torch| for {name}: {value:.2e} over {len(rows)} shapes")
+    bad = {name: v for name, v in worst.items() if v > FP32_TOLERANCE}
+    if bad:
+        raise UserError(f"validation failed: {path} differs from PyTorch by " +
+                        ", ".join(f"{v:.2e} in {k}" for k, v in bad.items()) + f" (limit {FP32_TOLERANCE:.0e})")
+    return {"worst": worst, "shapes": rows, "tolerance": FP32_TOLERANCE}
+
+
+def write_report(out_dir: Path, name: str, report: dict) -> Path:
+    path = Path(out_dir) / name
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,112 @@
+"""Dynamic int8 (per-channel weights) and its drift from fp32 on real text, written as a JSON report."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Config
+from ..errors import UserError
+
+DRIFT_TEXT = ("text", "wikitext-2-valid.txt")
+MAX_DRIFT_TEXTS = 256
+DRIFT_MAX_LENGTH = 128
+
+
+def default_drift_texts() -> list[str]:
+    """Real text for the drift report: WikiText-2 from $DISTILBERT_DATA (default ../shared/data), if present."""
+    root = Path(os.environ.get("DISTILBERT_DATA", Path.cwd().parent / "shared" / "data"))
+    path = root.joinpath(*DRIFT_TEXT)
+    if not path.is_file():
+        return []
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    return [line for line in lines if len(line.split()) >= 8 and not line.startswith("=")][:MAX_DRIFT_TEXTS]
+
+
+def quantize_int8(fp32: Path, int8: Path, config: Config, tokenizer, task: str, texts: list[str] | None,
+                  log: Callable[[str], None] = print) -> dict:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from .export import write_report
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer's advice to pre-process, logged on the root logger
+    try:
+        # DefaultTensorType: ONNX's shape inference cannot type the outputs of fused com.microsoft ops
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    except Exception as e:
+        raise UserError(f"int8 quantization failed: {str(e).splitlines()[0][:300]}") from None
+    finally:
+        root.setLevel(level)
+    texts = texts if texts is not None else default_drift_texts()
+    report = {"file": int8.name, "bytes_fp32": fp32.stat().st_size, "bytes_int8": int8.stat().st_size}
+    if texts:
+        report.update(drift(fp32, int8, config, tokenizer, task, texts))
+    else:
+        report["drift"] = "not measured: no text given (pass drift_texts, or set DISTILBERT_DATA)"
+    write_report(int8.parent, "quantization_report.json", report)
+    shown = {k: v for k, v in report.items() if isinstance(v, (int, float))}
+    log("  int8: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
+    return report
+
+
+def drift(fp32: Path, int8: Path, config: Config, tokenizer, task: str, texts: list[str]) -> dict:
+    """How far int8 moves from fp32 on `texts`: what the task's user would notice."""
+    from ..backends.onnx import open_session
+
+    a, b = open_session(fp32), open_session(int8)
+    names = [o.name for o in a.get_outputs()]
+    inputs = {i.name for i in a.get_inputs()}
+    top1, top5, cosines, worst, agree = [], [], [], 0.0, []
+    for start in range(0, len(texts), 16):
+        enc = tokenizer(texts[start : start + 16], truncation=True, padding=True,
+                        max_length=min(DRIFT_MAX_LENGTH, config.max_position_embeddings),
+                        return_tensors="np")
+        mask = enc["attention_mask"]
+        if task == "fill-mask":  # hide the middle word of each line, as a user of fill-mask would
+            lengths = mask.sum(1)
+            middle = np.maximum(1, (lengths - 1) // 2)
+            enc["input_ids"][np.arange(len(middle)), middle] = tokenizer.mask_token_id
+        feed = {k: v for k, v in enc.items() if k in inputs}
+        x = dict(zip(names, a.run(None, feed)))
+        y = dict(zip(names, b.run(None, feed)))
+        if task == "fill-mask":
+            rows = np.arange(len(middle))
+            la, lb = x["logits"][rows, middle], y["logits"][rows, middle]  # (n, vocab)
+            worst = max(worst, float(np.abs(la - lb).max()))
+            top1.extend(la.argmax(-1) == lb.argmax(-1))
+            ta, tb = np.argsort(-la, -1)[:, :5], np.argsort(-lb, -1)[:, :5]
+            top5.extend(len(set(p) & set(q)) / 5 for p, q in zip(ta, tb))
+        elif task == "feature-extraction":
+            m = mask[..., None]
+            pa = (x["last_hidden_state"] * m).sum(1) / m.sum(1)
+            pb = (y["last_hidden_state"] * m).sum(1) / m.sum(1)
+            cosines.extend((pa * pb).sum(-1) / (np.linalg.norm(pa, axis=-1) * np.linalg.norm(pb, axis=-1)))
+            worst = max(worst, float(np.abs(x["last_hidden_state"] - y["last_hidden_state"])[mask > 0].max()))
+        elif task == "text-classification":
+            worst = max(worst, float(np.abs(x["logits"] - y["logits"]).max()))
+            agree.extend(x["logits"].argmax(-1) == y["logits"].argmax(-1))
+        elif task == "token-classification":
+            real = mask > 0
+            worst = max(worst, float(np.abs(x["logits"] - y["logits"])[real].max()))
+            agree.extend((x["logits"].argmax(-1) == y["logits"].argmax(-1))[real])
+        else:  # question-answering: the same answer span boundaries
+            for name in names:
+                xa, ya = np.where(mask > 0, x[name], -np.inf), np.where(mask > 0, y[name], -np.inf)
+                worst = max(worst, float(np.abs(x[name] - y[name])[mask > 0].max()))
+                agree.extend(xa.argmax(-1) == ya.argmax(-1))
+    out: dict = {"texts": len(texts), "max_abs_diff": worst}
+    if top1:
+        out.update(top1_agreement=float(np.mean(top1)), top5_overlap=float(np.mean(top5)))
+    if cosines:
+        out.update(cosine_min=float(np.min(cosines)), cosine_mean=float(np.mean(cosines)))
+    if agree:
+        out.update(argmax_agreement=float(np.mean(agree)))
+    return out

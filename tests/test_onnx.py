@@ -1,0 +1,241 @@
+"""ONNX export: parity over the shape grid for every task and family, fusions, int8, Optimum, no torch."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import distilbert
+from conftest import ARCHS, DATA, ROOT, TASK_OF_ARCH
+from distilbert.backends.onnx import OnnxBackend
+from distilbert.checkpoint import load
+from distilbert.errors import UserError
+from distilbert.onnx import export
+from distilbert.onnx.export import save_model, shape_grid, validation_batch
+from distilbert.tokenizer import Tokenizer
+
+OPTIMUM_PYTHON = ROOT / ".venv-optimum" / "bin" / "python"
+quiet = lambda line: None  # noqa: E731
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, checkpoint_factory):
+    """exported(family, arch, **export options) -> (export folder, source folder, report), cached."""
+    cache = {}
+
+    def make(family, arch, **options):
+        key = (family, arch, tuple(sorted(options.items())))
+        if key not in cache:
+            source, _ = checkpoint_factory(family, arch, vocab="real")
+            out = tmp_path_factory.mktemp(f"onnx-{family}-{arch}")
+            cache[key] = (out, source, export(source, out, log=quiet, **options))
+        return cache[key]
+
+    return make
+
+
+@pytest.mark.parametrize("family", ["distilbert", "bert"])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_export_matches_torch_on_the_shape_grid(exported, family, arch):
+    out, source, report = exported(family, arch)
+    task = TASK_OF_ARCH[arch]
+    assert report["task"] == task
+    assert (out / "model.onnx").is_file() and (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
+    assert len(report["validation"]["shapes"]) == len(shape_grid(64)) == 9  # the tiny model's limit is 64
+    assert all(v <= 1e-4 for v in report["validation"]["worst"].values())
+    # independently of the exporter's own check: the ONNX backend against the torch model on a fresh batch
+    net, config, _ = load(source)
+    backend = OnnxBackend.load(out)
+    assert backend.task == task
+    arrays = validation_batch(7, 40, config, Tokenizer.from_pretrained(out), seed=5)
+    got = backend.run(**arrays)
+    with torch.no_grad():
+        expected = net(*(torch.from_numpy(arrays[k]) if k in arrays else None
+                         for k in ("input_ids", "attention_mask", "token_type_ids")))
+    for name, value in got.items():
+        assert not np.isnan(value).any()
+        np.testing.assert_allclose(value, expected[name].numpy(), rtol=0, atol=1e-4)
+    model = onnx.load(str(out / "model.onnx"))
+    inputs = [i.name for i in model.graph.input]
+    assert inputs == ["input_ids", "attention_mask"] + (["token_type_ids"] if family == "bert" else [])
+    for i in model.graph.input:
+        assert i.type.tensor_type.elem_type == onnx.TensorProto.INT64
+        assert [d.dim_param for d in i.type.tensor_type.shape.dim] == ["batch_size", "sequence_length"]
+
+
+def test_onnx_pipelines_match_torch_pipelines(exported):
+    out, source, _ = exported("distilbert", "ForMaskedLM")
+    onnx_fill = distilbert.pipeline("fill-mask", model=out)
+    assert type(onnx_fill.backend).__name__ == "OnnxBackend"  # picked by itself: the folder has only model.onnx
+    torch_fill = distilbert.pipeline("fill-mask", model=source, backend="torch")
+    for text in ("Hello I'm a [MASK] model.", "The [MASK] sat on the [MASK]."):
+        a, b = onnx_fill(text, top_k=4), torch_fill(text, top_k=4)
+        assert json.dumps(a, sort_keys=True)[:0] == ""  # JSON-serialisable
+        flat_a = a if isinstance(a[0], dict) else sum(a, [])
+        flat_b = b if isinstance(b[0], dict) else sum(b, [])
+        assert [x["token"] for x in flat_a] == [x["token"] for x in flat_b]
+        assert max(abs(x["score"] - y["score"]) for x, y in zip(flat_a, flat_b)) < 1e-6
+    fe_out, fe_source, _ = exported("bert", "Model")
+    texts = ["one text", "and a second, longer one with more words in it"]
+    a = distilbert.pipeline("feature-extraction", model=fe_out)(texts, pooling="mean")
+    b = distilbert.pipeline("feature-extraction", model=fe_source, backend="torch")(texts, pooling="mean")
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
+def test_optimize_fuses_and_validates_again(exported):
+    out, _, report = exported("distilbert", "Model", optimize=True)
+    # two layers here: DistilBERT-base's six give 1, 6, 6 and 12
+    assert report["fused_operators"] == {"EmbedLayerNormalization": 1, "Attention": 2, "BiasGelu": 2, "SkipLayerNormalization": 4}
+    assert all(v <= 1e-4 for v in report["validation_optimized"]["worst"].values())
+    types = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
+    assert {"Attention", "EmbedLayerNormalization", "SkipLayerNormalization"} <= types
+
+
+@pytest.mark.parametrize("arch", ["ForMaskedLM", "Model"])
+def test_int8_report_on_real_text(exported, arch):
+    from conftest import data_file
+
+    lines = [l for l in data_file("text", "wikitext-2-valid.txt").read_text(encoding="utf-8").splitlines() if len(l.split()) > 8]
+    out, _, report = exported("distilbert", arch, optimize=True, quantize="int8", drift_texts=tuple(lines[:64]))
+    saved = json.loads((out / "quantization_report.json").read_text())
+    assert saved == report["int8"] and saved["texts"] == 64
+    assert saved["bytes_int8"] < saved["bytes_fp32"] / 2
+    if arch == "ForMaskedLM":
+        assert saved["top1_agreement"] >= 0.8 and saved["top5_overlap"] >= 0.8
+    else:
+        assert saved["cosine_min"] > 0.99
+    int8 = distilbert.pipeline("fill-mask" if arch == "ForMaskedLM" else "feature-extraction", model=out, precision="int8")
+    assert int8.backend.path.name == "model_quantized.onnx"
+
+
+def test_pipelines_run_where_torch_cannot_be_imported(exported):
+    out, source, _ = exported("distilbert", "ForMaskedLM")
+    fe_out, _, _ = exported("bert", "Model")
+    script = f"""
+import sys, json
+sys.modules["torch"] = None  # `import torch` now raises ImportError
+import distilbert
+fill = distilbert.pipeline("fill-mask", model={str(out)!r})
+features = distilbert.pipeline("feature-extraction", model={str(fe_out)!r})
+print(json.dumps({{"fill": fill("Hello I'm a [MASK] model.", top_k=3),
+                  "embedding": features("some text", pooling="cls").tolist()}}))
+try:
+    distilbert.pipeline("fill-mask", model={str(source)!r})
+except distilbert.UserError as e:
+    print("ERROR", e)
+"""
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    result = json.loads(p.stdout.splitlines()[0])
+    expected = distilbert.pipeline("fill-mask", model=source, backend="torch")("Hello I'm a [MASK] model.", top_k=3)
+    assert [r["token"] for r in result["fill"]] == [r["token"] for r in expected]
+    assert len(result["embedding"]) == 39
+    assert p.stdout.splitlines()[1].startswith("ERROR")  # torch weights without torch: a clear error
+
+
+@pytest.mark.skipif(not OPTIMUM_PYTHON.exists(), reason="Optimum's virtual environment .venv-optimum is not set up (scripts/test makes it)")
+@pytest.mark.parametrize("family, arch, cls, output", [
+    ("distilbert", "ForMaskedLM", "ORTModelForMaskedLM", "logits"),
+    ("distilbert", "Model", "ORTModelForFeatureExtraction", "last_hidden_state"),
+    ("bert", "ForMaskedLM", "ORTModelForMaskedLM", "logits"),
+    ("bert", "Model", "ORTModelForFeatureExtraction", "last_hidden_state"),
+])
+def test_optimum_loads_our_export(tmp_path, exported, family, arch, cls, output):
+    out, _, _ = exported(family, arch)
+    config = distilbert.Config.from_file(out / "config.json")
+    arrays = validation_batch(3, 12, config, Tokenizer.from_pretrained(out), seed=3)
+    np.savez(tmp_path / "in.npz", **arrays)
+    p = subprocess.run([str(OPTIMUM_PYTHON), str(ROOT / "tests" / "helpers" / "optimum_outputs.py"), str(out), cls,
+                        str(tmp_path / "in.npz"), str(tmp_path / "out.npz")], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    theirs = np.load(tmp_path / "out.npz")[output]
+    ours = OnnxBackend.load(out).run(**arrays)[output]
+    np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-6)
+
+
+def test_external_data_for_big_models(tmp_path, exported):
+    out, _, _ = exported("distilbert", "Model")
+    proto = onnx.load(str(out / "model.onnx"))
+    save_model(proto, tmp_path / "model.onnx", external_over=1000)  # pretend the weights pass 2 GB
+    assert (tmp_path / "model.onnx_data").stat().st_size > (tmp_path / "model.onnx").stat().st_size
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        (tmp_path / name).write_bytes((out / name).read_bytes())
+    arrays = validation_batch(2, 9, distilbert.Config.from_file(out / "config.json"), Tokenizer.from_pretrained(out))
+    np.testing.assert_allclose(OnnxBackend.load(tmp_path).run(**arrays)["last_hidden_state"],
+                               OnnxBackend.load(out).run(**arrays)["last_hidden_state"], rtol=0, atol=0)
+
+
+def test_hub_layout_with_onnx_subfolder(tmp_path, exported, monkeypatch):
+    """A hub repository as the model card's: onnx/model.onnx beside config.json, run from the local cache."""
+    import huggingface_hub.constants
+
+    out, _, _ = exported("distilbert", "ForMaskedLM")
+    snapshot = tmp_path / "models--someone--tiny-distilbert" / "snapshots" / ("a" * 40)
+    (snapshot / "onnx").mkdir(parents=True)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        (snapshot / name).write_bytes((out / name).read_bytes())
+    (snapshot / "onnx" / "model.onnx").write_bytes((out / "model.onnx").read_bytes())
+    (tmp_path / "models--someone--tiny-distilbert" / "refs").mkdir()
+    (tmp_path / "models--someone--tiny-distilbert" / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    fill = distilbert.pipeline("fill-mask", model="someone/tiny-distilbert", backend="onnx")
+    assert fill.backend.path == snapshot / "onnx" / "model.onnx"
+    assert fill("Hello [MASK].", top_k=2) == distilbert.pipeline("fill-mask", model=out)("Hello [MASK].", top_k=2)
+
+
+def test_bad_input(tmp_path, exported, checkpoint_factory):
+    source, _ = checkpoint_factory("distilbert", "ForMaskedLM", vocab="real")
+    with pytest.raises(UserError, match="does not exist"):
+        export(tmp_path / "not-a-model", tmp_path / "o1", log=quiet)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no config.json"):
+        export(tmp_path / "empty", tmp_path / "o2", log=quiet)
+    with pytest.raises(UserError, match="unknown task 'translation'"):
+        export(source, tmp_path / "o3", task="translation", log=quiet)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        export(source, tmp_path / "file", log=quiet)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.geteuid() != 0:  # root writes anywhere; a read-only mount stands in
+        with pytest.raises(UserError, match="cannot write"):
+            export(source, locked / "out", log=quiet)
+    with pytest.raises(UserError, match="cannot write"):
+        export(source, Path("/proc/distilbert-export"), log=quiet)
+    out, _, _ = exported("distilbert", "ForMaskedLM")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        (broken / name).write_bytes((out / name).read_bytes())
+    data = (out / "model.onnx").read_bytes()
+    (broken / "model.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="not a loadable ONNX model") as e:
+        distilbert.pipeline("fill-mask", model=broken)
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="exported for fill-mask .* not feature-extraction"):
+        distilbert.pipeline("feature-extraction", model=out)
+    with pytest.raises(UserError, match="no model_quantized.onnx"):
+        distilbert.pipeline("fill-mask", model=out, precision="int8")
+
+
+def test_cli_export_and_bad_input(tmp_path, checkpoint_factory):
+    from test_cli import assert_user_error, run
+
+    source, _ = checkpoint_factory("bert", "ForSequenceClassification", vocab="real")
+    p = run("export", source, tmp_path / "cls", "--optimize")
+    assert "worst |onnx - torch| for logits" in p.stderr and "fused operators" in p.stderr
+    report = json.loads((tmp_path / "cls" / "export_report.json").read_text())
+    assert report["task"] == "text-classification" and report["fused_operators"]["Attention"] == 2
+    assert_user_error(run("export", tmp_path / "nothing", tmp_path / "x", ok=False), "does not exist")
+    usage = run("export", source, tmp_path / "y", "--task", "translation", ok=False)
+    assert usage.returncode == 2 and "invalid choice" in usage.stderr and "Traceback" not in usage.stderr
+    assert_user_error(run("export", source, "/proc/no-such-place/out", ok=False), "cannot write")
+    (tmp_path / "cls" / "model.onnx").write_bytes(b"\x08\x07garbage")
+    assert_user_error(run("embed", "--model", tmp_path / "cls", stdin="text\n", ok=False), "not a loadable ONNX model")
