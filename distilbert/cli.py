@@ -147,6 +147,80 @@ def export(model: str, out_dir: str, task: str | None = None, opset: int = 17, o
     print(f"exported {report['task']} to {Path(out_dir) / 'model.onnx'} (report: {path})")
 
 
+def prepare_data(text_files: list[str], tokenizer: str, out: str, max_length: int = 512, unit: str = "line",
+                 workers: int | None = None) -> None:
+    """Tokenise raw text in parallel into uint16 token shards for training."""
+    from .train.data import prepare
+
+    meta = prepare(text_files, tokenizer, out, max_length=max_length, unit=unit, workers=workers)
+    print(f"{meta['sequences']:,} sequences, {meta['tokens']:,} tokens in {len(meta['shards'])} shard(s) under {out} "
+          f"(dropped: {meta['dropped_short']:,} short, {meta['dropped_unknown']:,} mostly [UNK])")
+
+
+def new_model(out: str, tokenizer: str, family: str = "bert", dim: int = 256, layers: int = 4, heads: int = 4,
+              hidden_dim: int | None = None, max_positions: int = 512, seed: int = 0) -> None:
+    """A freshly initialised masked LM to pretrain."""
+    from .train.student import new_model as make
+
+    net = make(out, tokenizer, family, dim, layers, heads, hidden_dim, max_positions, seed)
+    print(f"wrote a new {family} masked LM ({sum(p.numel() for p in net.parameters()):,} parameters) to {out}")
+
+
+def init_student(teacher: str, out: str, layers: str | None = None) -> None:
+    """A DistilBERT student from a BERT teacher: half its layers, its embeddings and masked-LM head."""
+    from .train.student import init_student as make
+
+    chosen = None
+    if layers:
+        try:
+            chosen = [int(x) for x in layers.split(",")]
+        except ValueError:
+            raise UserError(f"--layers must be comma-separated layer numbers such as 0,2,4,7,9,11, got {layers!r}") from None
+    _, used = make(teacher, out, chosen)
+    print(f"wrote a {len(used)}-layer student to {out} (teacher layers {','.join(map(str, used))})")
+
+
+def _train(resume: bool, recipe_file: str | None, **settings) -> None:
+    from .train.distill import train
+    from .train.recipe import Recipe
+
+    recipe = Recipe.from_file(recipe_file) if recipe_file else Recipe()
+    recipe = recipe.replace(**settings)
+    result = train(recipe, resume=resume)
+    print(f"trained {result['steps']} steps; the model is in {result['out']}")
+
+
+def distill(teacher: str, student: str, data: str, out: str, resume: bool = False, recipe: str | None = None,
+            **settings) -> None:
+    """Distil TEACHER into STUDENT with the triple loss."""
+    _train(resume, recipe, teacher=teacher, student=student, data=data, out=out, **settings)
+
+
+def pretrain(model: str, data: str, out: str, resume: bool = False, recipe: str | None = None, **settings) -> None:
+    """Plain masked-LM training of MODEL (the distillation loop with the teacher's terms off)."""
+    settings.update(alpha_ce=0.0, alpha_cos=0.0, alpha_mse=0.0)
+    _train(resume, recipe, student=model, data=data, out=out, teacher=None, **settings)
+
+
+def evaluate_mlm(model: str, text: list[str], max_length: int = 128, seed: int = 0, json_output: bool = False) -> None:
+    """Masked-LM accuracy and perplexity of MODEL on held-out text."""
+    from .train.evaluate import evaluate_mlm as run, read_texts
+
+    result = run(model, read_texts(text), max_length=max_length, seed=seed)
+    if json_output:
+        print(json.dumps(result))
+        return
+    print(f"{result['model']}: accuracy {result['accuracy']:.4f}, perplexity {result['perplexity']:.2f} "
+          f"on {result['masked_tokens']:,} masked tokens of {result['texts']:,} texts ({result['tokens_per_second']:,.0f} tokens/s)")
+
+
+def plot_run(run: str, output: str | None = None) -> None:
+    """Draw the loss curves of a training run as a PNG."""
+    from .train.plot import plot_run as draw
+
+    print(f"wrote {draw(run, output)}")
+
+
 # --- helpers ------------------------------------------------------------------------------------------
 
 
@@ -275,6 +349,86 @@ def _export_args(p):
     p.add_argument("--drift-text", help="text file (one text a line) to measure int8 drift on")
 
 
+def _prepare_data_args(p):
+    p.add_argument("text_files", nargs="+", metavar="TEXT_FILE")
+    p.add_argument("--tokenizer", required=True, help="model folder or hub id whose tokenizer to use")
+    p.add_argument("--out", required=True, help="new folder for the shards")
+    p.add_argument("--max-length", type=_positive, default=512, help="tokens per sequence, [CLS] and [SEP] included")
+    p.add_argument("--unit", choices=("line", "paragraph"), default="line", help="a document is a line, or lines up to a blank one")
+    p.add_argument("--workers", type=_positive, help="tokenising processes (default: all cores)")
+
+
+def _new_model_args(p):
+    p.add_argument("out")
+    p.add_argument("--tokenizer", required=True, help="model folder or hub id whose vocabulary to use")
+    p.add_argument("--family", choices=("bert", "distilbert"), default="bert")
+    p.add_argument("--dim", type=_positive, default=256)
+    p.add_argument("--layers", type=_positive, default=4)
+    p.add_argument("--heads", type=_positive, default=4)
+    p.add_argument("--hidden-dim", type=_positive, help="feed-forward width (default 4 x dim)")
+    p.add_argument("--max-positions", type=_positive, default=512)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _init_student_args(p):
+    p.add_argument("teacher", help="teacher folder or hub id (a masked LM)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--layers", help="teacher layers to copy, e.g. 0,2,4,7,9,11 (default: every other, first and last kept)")
+
+
+def _recipe_args(p):
+    """One flag per recipe setting; unset flags keep the recipe file's value (or the default)."""
+    import dataclasses
+
+    from .train.recipe import Recipe
+
+    p.add_argument("--out", required=True)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--recipe", help="JSON recipe file; flags override it")
+    skip = {"student", "teacher", "data", "out", "extra"}
+    for f in dataclasses.fields(Recipe):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        if isinstance(default, bool):
+            p.add_argument(flag, action="store_const", const=True, default=None)
+        elif isinstance(default, tuple):
+            p.add_argument(flag, type=float, nargs=len(default), default=None)
+        elif f.name in ("max_steps",):
+            p.add_argument(flag, type=_positive, default=None)
+        elif f.name == "mlm_smoothing":
+            p.add_argument(flag, type=float, default=None, help="0.7 as the original; 0 for uniform masking")
+        else:
+            p.add_argument(flag, type=type(default), default=None)
+
+
+def _distill_args(p):
+    p.add_argument("--teacher", required=True)
+    p.add_argument("--student", required=True)
+    p.add_argument("--data", required=True)
+    _recipe_args(p)
+
+
+def _pretrain_args(p):
+    p.add_argument("--model", required=True, help="the masked LM to train (see new-model)")
+    p.add_argument("--data", required=True)
+    _recipe_args(p)
+
+
+def _evaluate_mlm_args(p):
+    p.add_argument("model")
+    p.add_argument("--text", nargs="+", required=True, help="held-out text file(s), one text a line")
+    p.add_argument("--max-length", type=_positive, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", dest="json_output", action="store_true")
+
+
+def _plot_run_args(p):
+    p.add_argument("run", help="a training output folder (with log.jsonl)")
+    p.add_argument("--output", help="PNG to write (default RUN/losses.png)")
+
+
 def _info_args(p):
     p.add_argument("model", help="model folder or hub id")
 
@@ -285,6 +439,13 @@ COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     "tokenize": (tokenize, _tokenize_args, "token ids, one JSON object per input line"),
     "info": (info, _info_args, "describe a model"),
     "export": (export, _export_args, "export to ONNX, validated"),
+    "prepare-data": (prepare_data, _prepare_data_args, "tokenise text into training shards"),
+    "new-model": (new_model, _new_model_args, "a freshly initialised masked LM to pretrain"),
+    "init-student": (init_student, _init_student_args, "a DistilBERT student from a BERT teacher"),
+    "distill": (distill, _distill_args, "distil a teacher into a student (triple loss)"),
+    "pretrain": (pretrain, _pretrain_args, "masked-LM training without a teacher"),
+    "evaluate-mlm": (evaluate_mlm, _evaluate_mlm_args, "masked-LM accuracy and perplexity on held-out text"),
+    "plot-run": (plot_run, _plot_run_args, "draw a run's loss curves as a PNG"),
 }
 
 
