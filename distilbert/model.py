@@ -211,10 +211,12 @@ class MaskedLM(_WithEncoder):
         """
         out = self.encode(input_ids, attention_mask, token_type_ids, **flags)
         h = out["last_hidden_state"]
-        if logits_at is not None:
-            h = h[logits_at]  # (N, dim)
-        out["logits"] = self.vocab_projector(self.vocab_layer_norm(self.activation(self.vocab_transform(h))))
+        out["logits"] = self.predict(h if logits_at is None else h[logits_at])  # (B, T, vocab) or (N, vocab)
         return out
+
+    def predict(self, h: torch.Tensor) -> torch.Tensor:
+        """Hidden states (..., dim) -> vocabulary logits (..., vocab)."""
+        return self.vocab_projector(self.vocab_layer_norm(self.activation(self.vocab_transform(h))))
 
 
 class SequenceClassifier(_WithEncoder):

@@ -156,3 +156,13 @@ def test_unknown_task_and_pooling(mlm_checkpoint):
         distilbert.pipeline("summarize", model=folder)
     with pytest.raises(UserError, match="unknown pooling 'median'"):
         distilbert.pipeline("feature-extraction", model=folder, pooling="median")
+
+
+def test_top_k_equals_a_stable_full_sort_even_with_ties():
+    from distilbert.pipelines.fill_mask import top_k_indices
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        row = rng.integers(0, 40, size=257).astype(np.float32)  # many ties, also at the k-th place
+        k = int(rng.integers(1, 300))
+        np.testing.assert_array_equal(top_k_indices(row, k), np.argsort(-row, kind="stable")[:k])

@@ -46,6 +46,10 @@ class OnnxBackend:
         self.session, self.config, self.task, self.folder, self.path = session, config, task, folder, path
         self.input_names = [i.name for i in session.get_inputs()]
         self.output_names = [o.name for o in session.get_outputs()]
+        mask_id = session.get_modelmeta().custom_metadata_map.get("mask_token_id")
+        # our fill-mask exports also compute the head at [MASK] positions alone: the head costs as much as
+        # half the encoder on short texts, and fill-mask reads it nowhere else
+        self.mask_token_id = int(mask_id) if mask_id is not None and "mask_logits" in self.output_names else None
 
     @classmethod
     def load(cls, model, task: str | None = None, threads: int | None = None, precision: str = "fp32",
@@ -76,8 +80,10 @@ class OnnxBackend:
             feed["token_type_ids"] = (np.zeros_like(feed["input_ids"]) if token_type_ids is None
                                       else np.asarray(token_type_ids, dtype=np.int64))
         feed = {k: v for k, v in feed.items() if k in self.input_names}
-        values = self.session.run(None, feed)
-        out = dict(zip(self.output_names, values))
+        if logits_at is not None and self.mask_token_id is not None and np.array_equal(logits_at, feed["input_ids"] == self.mask_token_id):
+            return {"logits": self.session.run(["mask_logits"], feed)[0]}  # (N, vocab), the full logits never computed
+        names = [n for n in self.output_names if n != "mask_logits"]
+        out = dict(zip(names, self.session.run(names, feed)))
         if logits_at is not None and "logits" in out:
             out["logits"] = out["logits"][np.asarray(logits_at, dtype=bool)]  # (N, vocab)
         return out

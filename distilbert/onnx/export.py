@@ -22,7 +22,7 @@ DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17 on
 TASKS = ("feature-extraction", "fill-mask", "text-classification", "token-classification", "question-answering")
 OUTPUT_NAMES = {
     "feature-extraction": ["last_hidden_state"],
-    "fill-mask": ["logits"],
+    "fill-mask": ["logits", "mask_logits"],  # mask_logits: the head at [MASK] positions only
     "text-classification": ["logits"],
     "token-classification": ["logits"],
     "question-answering": ["start_logits", "end_logits"],
@@ -62,7 +62,7 @@ def export(
 
     path = out / "model.onnx"
     log(f"exporting {folder} ({config.family}, {task}) to {path} with opset {opset}")
-    _torch_export(net, task, inputs, names, path, opset)
+    _torch_export(net, task, inputs, names, path, opset, tokenizer.mask_token_id)
     config.replace(architectures=[ARCHITECTURE_NAMES[(config.family, task)]]).save(out / "config.json")
     tokenizer.save(out)
     for name in SENTENCE_TRANSFORMERS_FILES:  # keep a sentence-transformers folder's pooling settings
@@ -104,7 +104,7 @@ def _writable_folder(out: Path) -> Path:
     return out
 
 
-def _torch_export(net, task: str, inputs: list[str], names: list[str], path: Path, opset: int) -> None:
+def _torch_export(net, task: str, inputs: list[str], names: list[str], path: Path, opset: int, mask_id: int) -> None:
     import onnx
     import torch
 
@@ -112,14 +112,14 @@ def _torch_export(net, task: str, inputs: list[str], names: list[str], path: Pat
     dims.update({name: {0: "batch_size", 1: "sequence_length"} for name in inputs})
     for name in names:
         dims[name] = {0: "batch_size"} if task == "text-classification" else {0: "batch_size", 1: "sequence_length"}
+    dims["mask_logits"] = {0: "masked_tokens"}
     class Graph(torch.nn.Module):  # positional inputs, a tuple of named outputs: what the exporter wants
         def __init__(self):
             super().__init__()
             self.net = net
 
         def forward(self, input_ids, attention_mask, token_type_ids=None):
-            out = self.net(input_ids, attention_mask, token_type_ids)
-            return tuple(out[name] for name in names)
+            return tuple(reference_outputs(self.net, input_ids, attention_mask, token_type_ids, mask_id)[n] for n in names)
 
     example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in inputs)
     tmp = path.parent / ".export"
@@ -135,6 +135,7 @@ def _torch_export(net, task: str, inputs: list[str], names: list[str], path: Pat
                 output_names=names, dynamic_axes=dims, opset_version=opset, do_constant_folding=True,
             )
         proto = onnx.load(str(tmp / "model.onnx"))  # pulls in external data if the exporter wrote any
+        onnx.helper.set_model_props(proto, {"mask_token_id": str(mask_id), "exported_by": "distilbert"})
         save_model(proto, path)
     except UserError:
         raise
@@ -143,6 +144,14 @@ def _torch_export(net, task: str, inputs: list[str], names: list[str], path: Pat
     finally:
         net.eval()  # the exporter restores the wrapper's mode recursively; a fresh wrapper was in training mode
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def reference_outputs(net, input_ids, attention_mask, token_type_ids, mask_id: int) -> dict:
+    """The PyTorch outputs an export carries: the model's, and for a masked LM the logits at [MASK] alone."""
+    out = net(input_ids, attention_mask, token_type_ids)
+    if hasattr(net, "predict"):
+        out["mask_logits"] = net.predict(out["last_hidden_state"][input_ids == mask_id])  # (masked tokens, vocab)
+    return out
 
 
 def save_model(proto, path: Path, external_over: int = EXTERNAL_DATA_OVER) -> None:
@@ -178,6 +187,8 @@ def validation_batch(batch: int, length: int, config, tokenizer, seed: int = 0) 
         ids[r, 0] = tokenizer.cls_token_id
         if n > 1:
             ids[r, n - 1] = tokenizer.sep_token_id
+        if n > 2:
+            ids[r, 1] = tokenizer.mask_token_id  # fill-mask's input: the [MASK]-only head has rows to compute
     arrays = {"input_ids": ids.astype(np.int64), "attention_mask": mask}
     if config.type_vocab_size:
         types = np.zeros_like(ids)
@@ -199,22 +210,25 @@ def validate(net, path: Path, config, tokenizer, task: str, log: Callable[[str],
     for batch, length in shape_grid(config.max_position_embeddings):
         arrays = validation_batch(batch, length, config, tokenizer)
         with torch.inference_mode():
-            expected = net(*(torch.from_numpy(arrays[k]) for k in ("input_ids", "attention_mask")),
-                           torch.from_numpy(arrays["token_type_ids"]) if "token_type_ids" in arrays else None)
+            expected = reference_outputs(net, *(torch.from_numpy(arrays[k]) for k in ("input_ids", "attention_mask")),
+                                         torch.from_numpy(arrays["token_type_ids"]) if "token_type_ids" in arrays else None,
+                                         tokenizer.mask_token_id)
         got = dict(zip(names, session.run(None, arrays)))
         diffs = {}
         for name in names:
             if np.isnan(got[name]).any():
                 raise UserError(f"validation failed: {path} gives NaN for {name} at batch {batch}, length {length}")
-            diffs[name] = float(np.abs(got[name] - expected[name].numpy()).max())
+            diffs[name] = float(np.abs(got[name] - expected[name].numpy()).max(initial=0.0))  # no [MASK]: no rows
             worst[name] = max(worst[name], diffs[name])
         if batch > 1:  # a batch gives what its rows give one by one
             for r in range(batch):
                 n = int(arrays["attention_mask"][r].sum())
                 alone = dict(zip(names, session.run(None, {k: v[r : r + 1, :n] for k, v in arrays.items()})))
                 for name in names:
+                    if name == "mask_logits":
+                        continue  # rows are per [MASK], not per text; the batch check above covers them
                     row = got[name][r] if task == "text-classification" else got[name][r, :n]
-                    diff = float(np.abs(row - alone[name][0]).max())
+                    diff = float(np.abs(row - alone[name][0]).max(initial=0.0))
                     diffs[name] = max(diffs[name], diff)
                     worst[name] = max(worst[name], diff)
         rows.append({"batch": batch, "length": length, **diffs})

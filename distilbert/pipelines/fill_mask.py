@@ -53,7 +53,7 @@ class FillMaskPipeline(Pipeline):
         single = len(positions) == 1
         result = []
         for position, row in zip(positions, probs):
-            best = np.argsort(-row, kind="stable")[:k]
+            best = top_k_indices(row, k)
             predictions = []
             for p in best:
                 token = int(target_ids[p]) if target_ids is not None else int(p)
@@ -92,3 +92,14 @@ class FillMaskPipeline(Pipeline):
         if not ids:
             raise UserError("none of the targets can be scored: give words from the model's vocabulary")
         return np.array(ids)
+
+
+def top_k_indices(row: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest values, largest first, ties by index (a stable full sort, without the sort)."""
+    if k >= len(row):
+        return np.argsort(-row, kind="stable")
+    threshold = row[np.argpartition(-row, k - 1)[k - 1]]  # the k-th largest value
+    above = np.flatnonzero(row > threshold)
+    tied = np.flatnonzero(row == threshold)[: k - len(above)]  # ties at the boundary: lowest indices, as a stable sort
+    chosen = np.concatenate([above, tied])
+    return chosen[np.lexsort((chosen, -row[chosen]))]

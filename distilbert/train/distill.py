@@ -130,7 +130,7 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True) -> dict:
                 loss = sum(alphas[k] * v for k, v in parts.items())
                 scaler.scale(loss / micro_per_step).backward()
             for k, v in {"loss": loss, **parts}.items():
-                totals[k] = totals.get(k, 0.0) + float(v) / micro_per_step
+                totals[k] = totals.get(k, 0.0) + float(v.detach()) / micro_per_step
             tokens += int(mask.sum())
             micro += 1
             if not sync:

@@ -1,0 +1,159 @@
+"""The training loop: it learns, it resumes bit for bit, two processes equal one, and bad input is one line."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file
+
+from conftest import VOCAB, data_file, make_reference, save_reference
+from distilbert.errors import UserError
+from distilbert.train.data import prepare
+from distilbert.train.distill import train
+from distilbert.train.evaluate import evaluate_mlm
+from distilbert.train.plot import plot_run
+from distilbert.train.recipe import Recipe
+from distilbert.train.student import init_student
+from test_cli import COMMAND, assert_user_error, run
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny 4-layer BERT teacher, its 2-layer student, and PTB sentences as token shards."""
+    root = tmp_path_factory.mktemp("train")
+    (root / "vocab").mkdir()
+    (root / "vocab" / "vocab.txt").write_bytes(data_file("vocab", "bert-base-uncased-vocab.txt").read_bytes())
+    lines = data_file("text", "ptb-valid.txt").read_text().splitlines()[:1200]
+    (root / "text.txt").write_text("\n".join(lines) + "\n")
+    prepare([root / "text.txt"], root / "vocab", root / "data", max_length=32, workers=2, progress=False)
+    save_reference(make_reference("bert", "ForMaskedLM", vocab_size=30522, num_hidden_layers=4), root / "teacher")
+    init_student(root / "teacher", root / "student")
+    return root
+
+
+def recipe(setup, out, **changes):
+    base = dict(student=str(setup / "student"), teacher=str(setup / "teacher"), data=str(setup / "data"), out=str(out),
+                max_steps=20, gradient_accumulation=1, max_tokens=512, max_sequences=32, learning_rate=1e-3,
+                checkpoint_every=100, epochs=5)
+    base.update(changes)
+    return Recipe(**base)
+
+
+def losses(out):
+    return [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_a_few_steps_lower_the_loss_and_the_result_is_usable(tmp_path, setup):
+    out = tmp_path / "run"
+    train(recipe(setup, out, max_steps=30), progress=False)
+    values = losses(out)
+    assert len(values) == 30 and np.mean(values[-5:]) < np.mean(values[:5])
+    record = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert {"loss", "loss_ce", "loss_mlm", "loss_cos", "lr", "grad_norm", "tokens_per_second"} <= set(record)
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    model = transformers.DistilBertForMaskedLM.from_pretrained(out)  # Hugging Face format
+    assert model.config.n_layers == 2
+    from distilbert.onnx import export
+
+    report = export(out, tmp_path / "onnx", log=lambda line: None)  # and our exporter takes it
+    assert max(report["validation"]["worst"].values()) < 1e-4
+    png = plot_run(out)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = evaluate_mlm(str(out), (setup / "text.txt").read_text().splitlines()[:50], max_length=32)
+    assert 0 <= result["accuracy"] <= 1 and 1 < result["perplexity"] < 1e6 and result["masked_tokens"] > 50
+
+
+def test_pretraining_without_a_teacher(tmp_path, setup):
+    out = tmp_path / "pretrain"
+    p = run("pretrain", "--model", setup / "teacher", "--data", setup / "data", "--out", out, "--max-steps", 6,
+            "--gradient-accumulation", 1, "--max-tokens", 512)
+    assert "trained 6 steps" in p.stdout
+    record = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert "loss_ce" not in record and "loss_mlm" in record
+    assert transformers.BertForMaskedLM.from_pretrained(out).config.num_hidden_layers == 4
+
+
+def distill_args(setup, out, *extra):
+    return [COMMAND, "distill", "--teacher", setup / "teacher", "--student", setup / "student", "--data", setup / "data",
+            "--out", out, "--max-steps", 40, "--gradient-accumulation", 2, "--max-tokens", 512, "--max-sequences", 32,
+            "--checkpoint-every", 3, *extra]
+
+
+def test_a_killed_run_resumes_bit_identical(tmp_path, setup):
+    whole = tmp_path / "whole"
+    run(*distill_args(setup, whole)[1:])
+    broken = tmp_path / "broken"
+    p = subprocess.Popen([str(a) for a in distill_args(setup, broken)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (broken / "checkpoint.pt").exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.01)
+    p.send_signal(signal.SIGKILL)  # at whatever moment it is in
+    assert p.wait() == -signal.SIGKILL
+    assert not (broken / "model.safetensors").exists(), "the run finished before it could be killed"
+    run(*distill_args(setup, broken, "--resume")[1:])
+    a, b = load_file(whole / "model.safetensors"), load_file(broken / "model.safetensors")
+    assert set(a) == set(b)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_two_gloo_processes_give_the_loss_of_one(tmp_path, setup):
+    one = tmp_path / "one"
+    two = tmp_path / "two"
+    common = ["--teacher", setup / "teacher", "--student", setup / "student", "--data", setup / "data",
+              "--max-steps", 5, "--max-tokens", 512, "--max-sequences", 32]
+    run("distill", *common, "--out", one, "--gradient-accumulation", 2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        "-m", "distilbert.cli", "distill", *map(str, common), "--out", str(two), "--gradient-accumulation", "1"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    np.testing.assert_allclose(losses(two), losses(one), rtol=1e-5)
+    a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
+
+
+def test_bad_input(tmp_path, setup):
+    bare = tmp_path / "bare"
+    save_reference(make_reference("bert", "Model", vocab_size=30522), bare)
+    with pytest.raises(UserError, match="teacher .* has no masked-LM head"):
+        train(recipe(setup, tmp_path / "a", teacher=str(bare)), progress=False)
+    wide_vocab = tmp_path / "vocab-student"
+    save_reference(make_reference("distilbert", "ForMaskedLM", vocab_size=30600), wide_vocab)
+    with pytest.raises(UserError, match=r"vocabulary \(30600\) differs from the teacher's \(30522\)"):
+        train(recipe(setup, tmp_path / "b", student=str(wide_vocab)), progress=False)
+    narrow = tmp_path / "narrow-student"
+    save_reference(make_reference("distilbert", "ForMaskedLM", vocab_size=30522, dim=24), narrow)
+    with pytest.raises(UserError, match=r"width \(24\) differs from the teacher's \(39\)"):
+        train(recipe(setup, tmp_path / "c", student=str(narrow)), progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no meta.json"):
+        train(recipe(setup, tmp_path / "d", data=str(tmp_path / "empty")), progress=False)
+    with pytest.raises(UserError, match="does not exist"):
+        train(recipe(setup, tmp_path / "e", data=str(tmp_path / "missing")), progress=False)
+    # a finished run is never overwritten, and a corrupt checkpoint is reported and left as it is
+    out = tmp_path / "run"
+    train(recipe(setup, out, max_steps=2), progress=False)
+    before = (out / "checkpoint.pt").read_bytes()
+    with pytest.raises(UserError, match="already holds a run"):
+        train(recipe(setup, out, max_steps=2), progress=False)
+    assert (out / "checkpoint.pt").read_bytes() == before
+    (out / "checkpoint.pt").write_bytes(before[: len(before) // 2])
+    with pytest.raises(UserError, match="corrupt or unreadable"):
+        train(recipe(setup, out), resume=True, progress=False)
+    assert (out / "checkpoint.pt").read_bytes() == before[: len(before) // 2]
+    assert_user_error(run("distill", "--teacher", bare, "--student", setup / "student", "--data", setup / "data",
+                          "--out", tmp_path / "f", ok=False), "no masked-LM head")
+    assert_user_error(run("distill", "--teacher", setup / "teacher", "--student", setup / "student", "--data",
+                          setup / "data", "--out", out, "--resume", ok=False), "corrupt")
+    assert_user_error(run("init-student", bare, "--out", tmp_path / "g", ok=False), "no masked-LM head")
+    assert_user_error(run("prepare-data", tmp_path / "nothing.txt", "--tokenizer", setup / "vocab", "--out",
+                          tmp_path / "h", ok=False), "does not exist")
