@@ -24,13 +24,14 @@ CHUNK = 512  # texts handed to a pipeline at once (it sorts each chunk by length
 
 
 def fill_mask(text: list[str], model: str = DEFAULT_MODEL, top_k: int = 5, targets: list[str] | None = None,
-              json_output: bool = False, backend: str | None = None, precision: str = "fp32") -> None:
+              json_output: bool = False, backend: str | None = None, precision: str = "fp32",
+              threads: int | None = None) -> None:
     """Predict the [MASK] tokens of each TEXT."""
     from .pipelines import pipeline
 
     if not text or not all(t.strip() for t in text):
         raise UserError("no text given: pass a text with [MASK], e.g. \"Hello I'm a [MASK] model.\"")
-    fill = pipeline("fill-mask", model=model, backend=backend, precision=precision)
+    fill = pipeline("fill-mask", model=model, backend=backend, precision=precision, threads=threads)
     result = fill(text if len(text) > 1 else text[0], top_k=top_k, targets=targets)
     if json_output:
         print(json.dumps(result, ensure_ascii=False))
@@ -49,7 +50,8 @@ def fill_mask(text: list[str], model: str = DEFAULT_MODEL, top_k: int = 5, targe
 
 
 def embed(file: str = "-", model: str = DEFAULT_MODEL, pooling: str | None = None, normalize: bool = False,
-          output: str | None = None, batch_size: int = 32, backend: str | None = None, precision: str = "fp32") -> None:
+          output: str | None = None, batch_size: int = 32, backend: str | None = None, precision: str = "fp32",
+          threads: int | None = None) -> None:
     """Embed each line of FILE (or stdin): JSON arrays on stdout, or one .npy matrix with --output."""
     import numpy as np
 
@@ -58,7 +60,8 @@ def embed(file: str = "-", model: str = DEFAULT_MODEL, pooling: str | None = Non
     lines = _read_lines(file)
     if output is not None:
         _check_writable(Path(output))
-    extract = pipeline("feature-extraction", model=model, backend=backend, batch_size=batch_size, precision=precision)
+    extract = pipeline("feature-extraction", model=model, backend=backend, batch_size=batch_size, precision=precision,
+                       threads=threads)
     pooling = pooling or extract.pooling or "mean"
     vectors = []
     for chunk in _chunks(lines, "embedding"):
@@ -302,6 +305,7 @@ def _add_model(p: argparse.ArgumentParser, backend: bool = True) -> None:
         p.add_argument("--backend", choices=("torch", "onnx"), help="runtime (default: onnx for a folder with only model.onnx)")
         p.add_argument("--precision", choices=("fp32", "int8", "bf16"), default="fp32",
                        help="fp32 exact (default); int8 runs model_quantized.onnx; bf16 is torch autocast")
+        p.add_argument("--threads", type=_positive, help="compute threads (default: the physical cores)")
 
 
 def _positive(value: str) -> int:

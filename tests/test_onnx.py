@@ -239,3 +239,22 @@ def test_cli_export_and_bad_input(tmp_path, checkpoint_factory):
     assert_user_error(run("export", source, "/proc/no-such-place/out", ok=False), "cannot write")
     (tmp_path / "cls" / "model.onnx").write_bytes(b"\x08\x07garbage")
     assert_user_error(run("embed", "--model", tmp_path / "cls", stdin="text\n", ok=False), "not a loadable ONNX model")
+
+
+def test_validation_fails_on_a_graph_that_differs(tmp_path, exported, checkpoint_factory):
+    from distilbert.onnx.export import validate
+
+    out, source, _ = exported("distilbert", "Model")
+    proto = onnx.load(str(out / "model.onnx"))
+    for tensor in proto.graph.initializer:  # one weight off by a little
+        if tensor.dims == [39, 37] or tensor.dims == [37, 39]:
+            values = onnx.numpy_helper.to_array(tensor).copy()
+            values[0, 0] += 0.05
+            tensor.CopyFrom(onnx.numpy_helper.from_array(values, tensor.name))
+            break
+    else:
+        pytest.fail("no feed-forward weight found")
+    onnx.save(proto, str(tmp_path / "model.onnx"))
+    net, config, _ = load(source, task="feature-extraction")
+    with pytest.raises(UserError, match=r"validation failed: .* differs from PyTorch by .* in last_hidden_state"):
+        validate(net, tmp_path / "model.onnx", config, Tokenizer.from_pretrained(out), "feature-extraction", quiet)
