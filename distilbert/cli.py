@@ -304,7 +304,7 @@ def _add_model(p: argparse.ArgumentParser, backend: bool = True) -> None:
     if backend:
         p.add_argument("--backend", choices=("torch", "onnx"), help="runtime (default: onnx for a folder with only model.onnx)")
         p.add_argument("--precision", choices=("fp32", "int8", "bf16"), default="fp32",
-                       help="fp32 exact (default); int8 runs model_quantized.onnx; bf16 is torch autocast")
+                       help="fp32 exact (default); int8 runs model_quantized.onnx; bf16 holds torch weights in bfloat16")
         p.add_argument("--threads", type=_positive, help="compute threads (default: the physical cores)")
 
 
@@ -350,7 +350,7 @@ def _export_args(p):
     p.add_argument("--opset", type=_positive, default=17)
     p.add_argument("--optimize", action="store_true", help="ONNX Runtime's transformer fusions")
     p.add_argument("--quantize", choices=("int8",), help="also write model_quantized.onnx (dynamic int8)")
-    p.add_argument("--drift-text", help="text file (one text a line) to measure int8 drift on")
+    p.add_argument("--drift-text", help="text file (one text a line; the first 512 are used) to measure int8 drift on")
 
 
 def _prepare_data_args(p):

@@ -97,6 +97,15 @@ def test_optimize_fuses_and_validates_again(exported):
     assert {"Attention", "EmbedLayerNormalization", "SkipLayerNormalization"} <= types
 
 
+def test_fill_mask_graph_holds_one_encoder(exported):
+    out, _, report = exported("bert", "ForMaskedLM", optimize=True)
+    # logits and mask_logits share one encoder pass: 2 layers, 2 attentions (a second pass would double them)
+    assert report["fused_operators"]["Attention"] == 2 and report["fused_operators"]["EmbedLayerNormalization"] == 1
+    types = [n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node]
+    assert types.count("Attention") == 2
+    assert [o.name for o in onnx.load(str(out / "model.onnx")).graph.output] == ["logits", "mask_logits"]
+
+
 @pytest.mark.parametrize("arch", ["ForMaskedLM", "Model"])
 def test_int8_report_on_real_text(exported, arch):
     from conftest import data_file

@@ -166,3 +166,16 @@ def test_top_k_equals_a_stable_full_sort_even_with_ties():
         row = rng.integers(0, 40, size=257).astype(np.float32)  # many ties, also at the k-th place
         k = int(rng.integers(1, 300))
         np.testing.assert_array_equal(top_k_indices(row, k), np.argsort(-row, kind="stable")[:k])
+
+
+def test_bf16_fast_mode_stays_close_to_fp32(mlm_checkpoint):
+    folder, _ = mlm_checkpoint
+    exact = distilbert.pipeline("feature-extraction", model=folder)
+    fast = distilbert.pipeline("feature-extraction", model=folder, precision="bf16")
+    assert next(fast.backend.net.parameters()).dtype == torch.bfloat16  # weights held in bf16, not autocast
+    a, b = exact(TEXTS, pooling="mean"), fast(TEXTS, pooling="mean")
+    assert b.dtype == np.float32
+    cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cosine.min() > 0.99
+    with pytest.raises(UserError, match="int8 runs on ONNX Runtime"):
+        distilbert.pipeline("fill-mask", model=folder, backend="torch", precision="int8")

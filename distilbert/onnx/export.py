@@ -119,7 +119,8 @@ def _torch_export(net, task: str, inputs: list[str], names: list[str], path: Pat
             self.net = net
 
         def forward(self, input_ids, attention_mask, token_type_ids=None):
-            return tuple(reference_outputs(self.net, input_ids, attention_mask, token_type_ids, mask_id)[n] for n in names)
+            out = reference_outputs(self.net, input_ids, attention_mask, token_type_ids, mask_id)  # one encoder pass
+            return tuple(out[name] for name in names)
 
     example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in inputs)
     tmp = path.parent / ".export"

@@ -28,7 +28,7 @@ def pipeline(
     """A ready pipeline for `task` on `model`, a local folder or a hub id.
 
     backend: "torch" or "onnx"; by default ONNX Runtime for a folder holding only model.onnx, else torch.
-    precision: "fp32" (exact, the default), "int8" (onnx: model_quantized.onnx) or "bf16" (torch autocast).
+    precision: "fp32" (exact, the default), "int8" (onnx: model_quantized.onnx) or "bf16" (torch, bfloat16 weights).
     options go to the pipeline (feature-extraction: pooling, normalize).
     """
     from ..backends import load_backend
