@@ -125,8 +125,8 @@ def worker(peer: str, workload: str) -> tuple[dict, float, int]:
     return json.loads(out.strip().splitlines()[-1]), wall, usage.ru_maxrss * 1024
 
 
-def latency(results: dict) -> None:
-    for peer in FILL_MASK_PEERS:
+def latency(results: dict, peers: list[str]) -> None:
+    for peer in [p for p in FILL_MASK_PEERS if p in peers]:
         out, _, _ = worker(peer, "latency")
         results["W1"][peer] = {name: {"median_ms": 1e3 * float(np.median(t)), "p99_ms": 1e3 * float(np.percentile(t, 99))}
                                for name, t in out["seconds"].items()}
@@ -134,15 +134,17 @@ def latency(results: dict) -> None:
         print(f"  W1 {peer}: " + ", ".join(f"{n} {v['median_ms']:.1f} ms" for n, v in results["W1"][peer].items() if n != "top5"))
 
 
-def throughput(results: dict) -> None:
+def throughput(results: dict, peers: list[str]) -> None:
     tok_counts = _token_counts()
-    for peer in PEERS:
+    for peer in [p for p in PEERS if p in peers]:
         out, _, _ = worker(peer, "throughput")
         results["W2"][peer] = {"seconds": out["seconds"], "texts_per_s": out["texts"] / out["seconds"],
                                "real_tokens_per_s": tok_counts.sum() / out["seconds"]}
         print(f"  W2 {peer}: {out['seconds']:.1f} s, {results['W2'][peer]['texts_per_s']:.1f} texts/s")
     exact = np.load(CACHE / "embeddings-ours-onnx-fp32.npy")
     for peer in ("ours-torch-fp32", "ours-onnx-int8", "ours-torch-bf16"):
+        if peer not in results["W2"]:
+            continue
         other = np.load(CACHE / f"embeddings-{peer}.npy")
         cos = (exact * other).sum(1) / (np.linalg.norm(exact, axis=1) * np.linalg.norm(other, axis=1))
         results["W2"][peer]["cosine_vs_fp32"] = {"min": float(cos.min()), "mean": float(cos.mean())}
@@ -156,8 +158,8 @@ def _token_counts() -> np.ndarray:
     return np.array([min(len(ids), 512) for ids in tok(texts)["input_ids"]])
 
 
-def cold(results: dict, repeats: int = 3) -> None:
-    for peer in FILL_MASK_PEERS:
+def cold(results: dict, peers: list[str], repeats: int = 3) -> None:
+    for peer in [p for p in FILL_MASK_PEERS if p in peers]:
         walls, peaks = [], []
         for _ in range(repeats):
             _, wall, peak = worker(peer, "cold")
@@ -218,26 +220,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--texts", type=int, default=5000, help="W2 corpus size")
     parser.add_argument("--only", default="W1,W2,W3")
+    parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated; the others keep their last figures")
     args = parser.parse_args()
     prepare(args.texts)
     counts = _token_counts()
     results = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
                "corpus": {"texts": len(counts), "median_tokens": float(np.median(counts)), "p90_tokens": float(np.percentile(counts, 90))},
                "W1": {}, "W2": {}, "W3": {}}
-    only = args.only.split(",")
-    if "W1" in only:
-        latency(results)
-        agreement(results)
-    if "W2" in only:
-        throughput(results)
-    if "W3" in only:
-        cold(results)
+    only, peers = args.only.split(","), args.peers.split(",")
     path = ROOT / "benchmarks" / "results.json"
-    if path.exists():  # a run of some workloads keeps the others' latest figures
+    if path.exists():  # a run of some workloads or peers keeps the others' latest figures
         previous = json.loads(path.read_text())
         for workload in ("W1", "W2", "W3"):
-            if workload not in only and previous.get(workload):
-                results[workload] = previous[workload]
+            results[workload] = {p: r for p, r in previous.get(workload, {}).items() if workload not in only or p not in peers}
+    if "W1" in only:
+        latency(results, peers)
+        agreement(results)
+    if "W2" in only:
+        throughput(results, peers)
+    if "W3" in only:
+        cold(results, peers)
     path.write_text(json.dumps(results, indent=2) + "\n")
     print()
     print(table(results))

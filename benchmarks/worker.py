@@ -62,6 +62,8 @@ def embedder(peer: str, cache: Path):
 
         backend = peer.split("-")[1]
         model = SentenceTransformer(str(cache / ("hf" if backend == "torch" else "st-onnx")), backend=backend, device="cpu")
+        # DistilBERT takes no token_type_ids (distilbert-base-uncased's own tokenizer does not make them)
+        model.tokenizer.model_input_names = ["input_ids", "attention_mask"]
         return lambda texts: model.encode(texts, batch_size=BATCH, convert_to_numpy=True)
     raise SystemExit(f"unknown peer {peer}")
 
