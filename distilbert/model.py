@@ -286,6 +286,11 @@ HEADS: dict[str, type[_WithEncoder]] = {
 }
 
 
+def task_of(net: nn.Module) -> str:
+    """The task a model of ours serves, from its head."""
+    return next(task for task, cls in HEADS.items() if type(net) is cls)
+
+
 def build(config: Config, task: str, with_pooler: bool = False, init: bool = True) -> _WithEncoder:
     """A model for `task`, initialised as BERT initialises (N(0, initializer_range), LayerNorm 1 and 0)."""
     if task == "feature-extraction":

@@ -67,18 +67,13 @@ def _natural_backend(model: str | Path, precision: str) -> str:
 
     if precision == "int8" or importlib.util.find_spec("torch") is None:
         return "onnx"
+    from .onnx import locate
+
     folder = resolve(model)
-    return "onnx" if not _has_torch_weights(folder) and _onnx_file(folder) is not None else "torch"
+    return "onnx" if not _has_torch_weights(folder) and locate(folder) is not None else "torch"
 
 
 def _has_torch_weights(folder: Path) -> bool:
     from ..checkpoint import WEIGHT_FILES
 
     return any((folder / name).is_file() for name in WEIGHT_FILES)
-
-
-def _onnx_file(folder: Path) -> Path | None:
-    for candidate in (folder / "model.onnx", folder / "onnx" / "model.onnx"):
-        if candidate.is_file():
-            return candidate
-    return None

@@ -14,7 +14,7 @@ from ..config import Config
 from ..errors import UserError
 
 FILES = {"fp32": "model.onnx", "int8": "model_quantized.onnx"}
-OUTPUTS_OF_TASK = {
+OUTPUTS_OF_TASK = {  # Optimum's output names
     "feature-extraction": ("last_hidden_state",),
     "fill-mask": ("logits",),
     "text-classification": ("logits",),
@@ -47,8 +47,8 @@ class OnnxBackend:
         self.input_names = [i.name for i in session.get_inputs()]
         self.output_names = [o.name for o in session.get_outputs()]
         mask_id = session.get_modelmeta().custom_metadata_map.get("mask_token_id")
-        # our fill-mask exports also compute the head at [MASK] positions alone: the head costs as much as
-        # half the encoder on short texts, and fill-mask reads it nowhere else
+        # our fill-mask exports also give the head at [MASK] positions alone (mask_logits), which is all
+        # fill-mask reads: a small (masks, vocab) result instead of (batch, length, vocab)
         self.mask_token_id = int(mask_id) if mask_id is not None and "mask_logits" in self.output_names else None
 
     @classmethod
@@ -81,7 +81,7 @@ class OnnxBackend:
                                       else np.asarray(token_type_ids, dtype=np.int64))
         feed = {k: v for k, v in feed.items() if k in self.input_names}
         if logits_at is not None and self.mask_token_id is not None and np.array_equal(logits_at, feed["input_ids"] == self.mask_token_id):
-            return {"logits": self.session.run(["mask_logits"], feed)[0]}  # (N, vocab), the full logits never computed
+            return {"logits": self.session.run(["mask_logits"], feed)[0]}  # (N, vocab)
         names = [n for n in self.output_names if n != "mask_logits"]
         out = dict(zip(names, self.session.run(names, feed)))
         if logits_at is not None and "logits" in out:
@@ -105,10 +105,15 @@ def open_session(path: Path, threads: int | None = None):
         raise UserError(f"{path} is not a loadable ONNX model (truncated or corrupt?): {first[:200]}") from None
 
 
+def locate(folder: Path, name: str = "model.onnx") -> Path | None:
+    """`name` in the folder, or in its onnx/ subfolder as hub repositories keep it."""
+    return next((p for p in (folder / name, folder / "onnx" / name) if p.is_file()), None)
+
+
 def _find(folder: Path, name: str) -> Path:
-    for candidate in (folder / name, folder / "onnx" / name):
-        if candidate.is_file():
-            return candidate
+    found = locate(folder, name)
+    if found is not None:
+        return found
     raise UserError(f"no {name} in {folder}; export it with `distilbert export`" + (" --quantize int8" if "quantized" in name else ""))
 
 

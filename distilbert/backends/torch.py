@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import load
+from ..model import task_of
 from ..config import Config
 from ..errors import UserError
 
@@ -27,7 +28,7 @@ class TorchBackend:
         if threads:
             torch.set_num_threads(threads)
         net, config, folder = load(model, task, dtype=torch.bfloat16 if precision == "bf16" else None)
-        return cls(net, config, _task_of(net), folder)
+        return cls(net, config, task_of(net), folder)
 
     @torch.inference_mode()
     def run(self, input_ids, attention_mask, token_type_ids=None, logits_at=None) -> dict[str, np.ndarray]:
@@ -37,9 +38,3 @@ class TorchBackend:
         kwargs = {"logits_at": torch.from_numpy(np.asarray(logits_at, dtype=bool))} if logits_at is not None else {}
         out = self.net(*args, types, **kwargs)
         return {k: v.float().numpy() for k, v in out.items() if isinstance(v, torch.Tensor)}
-
-
-def _task_of(net: torch.nn.Module) -> str:
-    from ..model import HEADS
-
-    return next(task for task, cls in HEADS.items() if type(net) is cls)

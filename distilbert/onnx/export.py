@@ -16,17 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backends.onnx import OUTPUTS_OF_TASK
 from ..errors import UserError
 
 DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17 on
-TASKS = ("feature-extraction", "fill-mask", "text-classification", "token-classification", "question-answering")
-OUTPUT_NAMES = {
-    "feature-extraction": ["last_hidden_state"],
-    "fill-mask": ["logits", "mask_logits"],  # mask_logits: the head at [MASK] positions only
-    "text-classification": ["logits"],
-    "token-classification": ["logits"],
-    "question-answering": ["start_logits", "end_logits"],
-}
+TASKS = tuple(OUTPUTS_OF_TASK)
 FP32_TOLERANCE = 1e-4
 EXTERNAL_DATA_OVER = 1_800_000_000  # bytes; protobuf cannot hold a file over 2 GB
 SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "1_Pooling", "2_Normalize")
@@ -47,6 +41,7 @@ def export(
     Returns a report: the worst absolute difference per output and shape, fused operators, int8 drift.
     """
     from ..checkpoint import ARCHITECTURE_NAMES, load
+    from ..model import task_of
     from ..tokenizer import Tokenizer
 
     if task is not None and task not in TASKS:
@@ -55,9 +50,10 @@ def export(
         raise UserError(f"unknown quantization {quantize!r}; only int8 is supported")
     out = _writable_folder(Path(out_dir))
     net, config, folder = load(model, task)
-    task = task or _task_of(net)
+    task = task or task_of(net)
     tokenizer = Tokenizer.from_pretrained(folder)
-    names = OUTPUT_NAMES[task]
+    # fill-mask graphs also give mask_logits: the head at the [MASK] positions alone
+    names = list(OUTPUTS_OF_TASK[task]) + (["mask_logits"] if task == "fill-mask" else [])
     inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if config.type_vocab_size else [])
 
     path = out / "model.onnx"
@@ -83,12 +79,6 @@ def export(
 
         report["int8"] = quantize_int8(path, out / "model_quantized.onnx", config, tokenizer, task, drift_texts, log)
     return report
-
-
-def _task_of(net) -> str:
-    from ..model import HEADS
-
-    return next(t for t, cls in HEADS.items() if type(net) is cls)
 
 
 def _writable_folder(out: Path) -> Path:
