@@ -166,6 +166,11 @@ def test_top_k_equals_a_stable_full_sort_even_with_ties():
         row = rng.integers(0, 40, size=257).astype(np.float32)  # many ties, also at the k-th place
         k = int(rng.integers(1, 300))
         np.testing.assert_array_equal(top_k_indices(row, k), np.argsort(-row, kind="stable")[:k])
+    for i in range(300):  # vocabulary-sized rows take the block-maxima path: ties, sorted rows, all equal
+        row = rng.standard_normal(30522).astype(np.float32)
+        row = (np.round(row, 1), np.sort(row), np.zeros_like(row), row)[i % 4]
+        k = int(rng.integers(1, 70))
+        np.testing.assert_array_equal(top_k_indices(row, k), np.argsort(-row, kind="stable")[:k])
 
 
 def test_bf16_fast_mode_stays_close_to_fp32(mlm_checkpoint):

@@ -14,6 +14,9 @@ from ..config import Config
 from ..errors import UserError
 
 FILES = {"fp32": "model.onnx", "int8": "model_quantized.onnx"}
+# Our fill-mask graphs take this optional input (default true): false computes the masked-LM head at the
+# [MASK] tokens alone and gives logits as (masks, 1, vocab) instead of (batch, length, vocab).
+ALL_POSITIONS = "all_positions"
 OUTPUTS_OF_TASK = {  # Optimum's output names
     "feature-extraction": ("last_hidden_state",),
     "fill-mask": ("logits",),
@@ -47,9 +50,8 @@ class OnnxBackend:
         self.input_names = [i.name for i in session.get_inputs()]
         self.output_names = [o.name for o in session.get_outputs()]
         mask_id = session.get_modelmeta().custom_metadata_map.get("mask_token_id")
-        # our fill-mask exports also give the head at [MASK] positions alone (mask_logits), which is all
-        # fill-mask reads: a small (masks, vocab) result instead of (batch, length, vocab)
-        self.mask_token_id = int(mask_id) if mask_id is not None and "mask_logits" in self.output_names else None
+        flag = ALL_POSITIONS in {i.name for i in session.get_overridable_initializers()}
+        self.mask_token_id = int(mask_id) if mask_id is not None and flag else None
 
     @classmethod
     def load(cls, model, task: str | None = None, threads: int | None = None, precision: str = "fp32",
@@ -81,9 +83,8 @@ class OnnxBackend:
                                       else np.asarray(token_type_ids, dtype=np.int64))
         feed = {k: v for k, v in feed.items() if k in self.input_names}
         if logits_at is not None and self.mask_token_id is not None and np.array_equal(logits_at, feed["input_ids"] == self.mask_token_id):
-            return {"logits": self.session.run(["mask_logits"], feed)[0]}  # (N, vocab)
-        names = [n for n in self.output_names if n != "mask_logits"]
-        out = dict(zip(names, self.session.run(names, feed)))
+            return {"logits": self.session.run(["logits"], {**feed, ALL_POSITIONS: np.array(False)})[0][:, 0]}  # (N, vocab)
+        out = dict(zip(self.output_names, self.session.run(self.output_names, feed)))
         if logits_at is not None and "logits" in out:
             out["logits"] = out["logits"][np.asarray(logits_at, dtype=bool)]  # (N, vocab)
         return out
@@ -98,6 +99,7 @@ def open_session(path: Path, threads: int | None = None):
     options.intra_op_num_threads = threads or physical_cores()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: not the notice, at every load, that all_positions can be fed
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types, e.g. InvalidProtobuf, Fail

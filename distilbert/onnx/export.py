@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends.onnx import OUTPUTS_OF_TASK
+from ..backends.onnx import ALL_POSITIONS, OUTPUTS_OF_TASK
 from ..errors import UserError
 
 DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17 on
@@ -52,8 +52,7 @@ def export(
     net, config, folder = load(model, task)
     task = task or task_of(net)
     tokenizer = Tokenizer.from_pretrained(folder)
-    # fill-mask graphs also give mask_logits: the head at the [MASK] positions alone
-    names = list(OUTPUTS_OF_TASK[task]) + (["mask_logits"] if task == "fill-mask" else [])
+    names = list(OUTPUTS_OF_TASK[task])
     inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if config.type_vocab_size else [])
 
     path = out / "model.onnx"
@@ -102,17 +101,23 @@ def _torch_export(net, task: str, inputs: list[str], names: list[str], path: Pat
     dims.update({name: {0: "batch_size", 1: "sequence_length"} for name in inputs})
     for name in names:
         dims[name] = {0: "batch_size"} if task == "text-classification" else {0: "batch_size", 1: "sequence_length"}
-    dims["mask_logits"] = {0: "masked_tokens"}
+    masked_lm = task == "fill-mask"
+
     class Graph(torch.nn.Module):  # positional inputs, a tuple of named outputs: what the exporter wants
         def __init__(self):
             super().__init__()
             self.net = net
 
-        def forward(self, input_ids, attention_mask, token_type_ids=None):
-            out = reference_outputs(self.net, input_ids, attention_mask, token_type_ids, mask_id)  # one encoder pass
-            return tuple(out[name] for name in names)
+        def forward(self, input_ids, attention_mask, *rest):
+            if not masked_lm:
+                out = self.net(input_ids, attention_mask, *rest)
+                return tuple(out[name] for name in names)
+            *types, all_positions = rest
+            h = self.net.encode(input_ids, attention_mask, *types)["last_hidden_state"]
+            return (masked_lm_logits(self.net, h, input_ids, mask_id, all_positions),)
 
-    example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in inputs)
+    graph_inputs = inputs + ([ALL_POSITIONS] if masked_lm else [])
+    example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in inputs) + ((torch.tensor(True),) if masked_lm else ())
     tmp = path.parent / ".export"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -122,10 +127,12 @@ def _torch_export(net, task: str, inputs: list[str], names: list[str], path: Pat
             # The TorchScript exporter: its graphs match ONNX Runtime's transformer fusions, and it needs
             # nothing beyond torch itself.
             torch.onnx.export(
-                Graph().eval(), example, str(tmp / "model.onnx"), dynamo=False, input_names=inputs,
+                Graph().eval(), example, str(tmp / "model.onnx"), dynamo=False, input_names=graph_inputs,
                 output_names=names, dynamic_axes=dims, opset_version=opset, do_constant_folding=True,
             )
         proto = onnx.load(str(tmp / "model.onnx"))  # pulls in external data if the exporter wrote any
+        if masked_lm:  # an input with a default: callers that do not feed it (Optimum) get every position
+            proto.graph.initializer.append(onnx.numpy_helper.from_array(np.array(True), ALL_POSITIONS))
         onnx.helper.set_model_props(proto, {"mask_token_id": str(mask_id), "exported_by": "distilbert"})
         save_model(proto, path)
     except UserError:
@@ -137,12 +144,20 @@ def _torch_export(net, task: str, inputs: list[str], names: list[str], path: Pat
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def reference_outputs(net, input_ids, attention_mask, token_type_ids, mask_id: int) -> dict:
-    """The PyTorch outputs an export carries: the model's, and for a masked LM the logits at [MASK] alone."""
-    out = net(input_ids, attention_mask, token_type_ids)
-    if hasattr(net, "predict"):
-        out["mask_logits"] = net.predict(out["last_hidden_state"][input_ids == mask_id])  # (masked tokens, vocab)
-    return out
+def masked_lm_logits(net, h, input_ids, mask_id: int, all_positions):
+    """The head at every position, (B, T, vocab); with all_positions false, at the [MASK] tokens alone, (N, 1, vocab).
+
+    One graph serves both: ONNX Runtime runs every node of a graph whatever outputs are asked for, so a
+    second output for the [MASK]-only head would add to the cost of the full one, not replace it.
+    """
+    import torch
+
+    rows = h[(input_ids == mask_id) | all_positions]  # (N, dim), in row order
+    logits = net.predict(rows)  # (N, vocab)
+    shape, n = torch._shape_as_tensor(input_ids), torch._shape_as_tensor(rows)[:1]  # traced: the graph stays dynamic
+    first = torch.where(all_positions, shape[:1], n)
+    second = torch.where(all_positions, shape[1:2], torch.ones_like(n))
+    return logits.reshape(first[0], second[0], logits.shape[-1])
 
 
 def save_model(proto, path: Path, external_over: int = EXTERNAL_DATA_OVER) -> None:
@@ -196,28 +211,30 @@ def validate(net, path: Path, config, tokenizer, task: str, log: Callable[[str],
 
     session = open_session(path)
     names = [o.name for o in session.get_outputs()]
-    worst: dict[str, float] = {name: 0.0 for name in names}
+    masked_lm = ALL_POSITIONS in {i.name for i in session.get_overridable_initializers()}
+    worst: dict[str, float] = {name: 0.0 for name in names + (["logits at [MASK]"] if masked_lm else [])}
     rows = []
     for batch, length in shape_grid(config.max_position_embeddings):
         arrays = validation_batch(batch, length, config, tokenizer)
         with torch.inference_mode():
-            expected = reference_outputs(net, *(torch.from_numpy(arrays[k]) for k in ("input_ids", "attention_mask")),
-                                         torch.from_numpy(arrays["token_type_ids"]) if "token_type_ids" in arrays else None,
-                                         tokenizer.mask_token_id)
+            expected = {k: v.numpy() for k, v in net(*(torch.from_numpy(arrays[k]) if k in arrays else None
+                                                       for k in ("input_ids", "attention_mask", "token_type_ids"))).items()}
         got = dict(zip(names, session.run(None, arrays)))
+        if masked_lm:  # the head at [MASK] alone, as our fill-mask runs it
+            at_mask = arrays["input_ids"] == tokenizer.mask_token_id
+            got["logits at [MASK]"] = session.run(None, {**arrays, ALL_POSITIONS: np.array(False)})[0][:, 0]
+            expected["logits at [MASK]"] = expected["logits"][at_mask]
         diffs = {}
-        for name in names:
+        for name in worst:
             if np.isnan(got[name]).any():
                 raise UserError(f"validation failed: {path} gives NaN for {name} at batch {batch}, length {length}")
-            diffs[name] = float(np.abs(got[name] - expected[name].numpy()).max(initial=0.0))  # no [MASK]: no rows
+            diffs[name] = float(np.abs(got[name] - expected[name]).max(initial=0.0))  # no [MASK]: no rows
             worst[name] = max(worst[name], diffs[name])
         if batch > 1:  # a batch gives what its rows give one by one
             for r in range(batch):
                 n = int(arrays["attention_mask"][r].sum())
                 alone = dict(zip(names, session.run(None, {k: v[r : r + 1, :n] for k, v in arrays.items()})))
                 for name in names:
-                    if name == "mask_logits":
-                        continue  # rows are per [MASK], not per text; the batch check above covers them
                     row = got[name][r] if task == "text-classification" else got[name][r, :n]
                     diff = float(np.abs(row - alone[name][0]).max(initial=0.0))
                     diffs[name] = max(diffs[name], diff)
