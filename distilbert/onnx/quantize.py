@@ -32,7 +32,7 @@ def quantize_int8(fp32: Path, int8: Path, config: Config, tokenizer, task: str, 
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from .export import write_report
+    from .export import onnx_bytes, save_model, write_report
 
     root = logging.getLogger()
     level = root.level
@@ -41,12 +41,13 @@ def quantize_int8(fp32: Path, int8: Path, config: Config, tokenizer, task: str, 
         # DefaultTensorType: ONNX's shape inference cannot type the outputs of fused com.microsoft ops
         quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        save_model(onnx.load(str(int8)), int8)  # weights beside the graph, as every export keeps them
     except Exception as e:
         raise UserError(f"int8 quantization failed: {str(e).splitlines()[0][:300]}") from None
     finally:
         root.setLevel(level)
     texts = list(texts)[:MAX_DRIFT_TEXTS] if texts is not None else default_drift_texts()
-    report = {"file": int8.name, "bytes_fp32": fp32.stat().st_size, "bytes_int8": int8.stat().st_size}
+    report = {"file": int8.name, "bytes_fp32": onnx_bytes(fp32), "bytes_int8": onnx_bytes(int8)}
     if texts:
         report.update(drift(fp32, int8, config, tokenizer, task, texts))
     else:
