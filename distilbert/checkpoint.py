@@ -210,16 +210,20 @@ def _download(repo_id: str, allow_patterns: list[str] | None) -> Path:
 # --- reading weights ----------------------------------------------------------------------------------
 
 
-def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a checkpoint folder: safetensors (single or sharded) or .bin without running pickled code."""
+def read_state_dict(folder: Path, dtype: Any = None) -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint folder: safetensors (single or sharded) or .bin without running pickled code.
+
+    `dtype` casts floating-point tensors as they are read, one at a time, so a bf16 model never holds the
+    whole fp32 checkpoint beside its bf16 copy.
+    """
     import torch
 
     if (folder / "model.safetensors").is_file():
-        return _read_safetensors(folder / "model.safetensors")
+        return _read_safetensors(folder / "model.safetensors", dtype)
     if (folder / "model.safetensors.index.json").is_file():
         state: dict[str, torch.Tensor] = {}
         for shard in _shards(folder / "model.safetensors.index.json"):
-            state.update(_read_safetensors(folder / shard))
+            state.update(_read_safetensors(folder / shard, dtype))
         return state
     bins = [folder / "pytorch_model.bin"] if (folder / "pytorch_model.bin").is_file() else None
     if bins is None and (folder / "pytorch_model.bin.index.json").is_file():
@@ -230,20 +234,25 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     for path in bins:
         try:
             # weights_only: tensors and plain containers only, no arbitrary code from the pickle
-            state.update(torch.load(path, map_location="cpu", weights_only=True))
+            shard = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
             raise UserError(f"weight shard {path} is missing; download the model again") from None
         except Exception as e:
             raise UserError(f"{path} is not a readable PyTorch weights file ({type(e).__name__}); download it again") from None
+        state.update((k, _cast(v, dtype)) for k, v in shard.items())
     return state
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def _cast(tensor, dtype):
+    return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+
+
+def _read_safetensors(path: Path, dtype: Any = None) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError, safe_open
 
     try:
-        return load_file(path)
+        with safe_open(path, framework="pt") as f:
+            return {k: _cast(f.get_tensor(k), dtype) for k in f.keys()}
     except FileNotFoundError:
         raise UserError(f"weight shard {path} is missing; download the model again") from None
     except (SafetensorError, OSError, ValueError) as e:
@@ -289,7 +298,7 @@ def load(
 
     folder = resolve(model)
     config = Config.from_file(folder / "config.json")
-    raw = read_state_dict(folder)
+    raw = read_state_dict(folder, dtype)
     origin: dict[str, str] = {}
     state = to_our_keys(config.family, raw, origin)
     task = task or infer_task(config, set(state))
