@@ -155,3 +155,7 @@ def test_hub_id_offline_says_what_to_do(tmp_path, monkeypatch):
 def test_state_dict_reader_gives_every_tensor(checkpoint_factory):
     folder, ref = checkpoint_factory("distilbert", "ForQuestionAnswering")
     assert set(read_state_dict(folder)) == set(ref.state_dict()) - {"distilbert.embeddings.position_ids"}
+    # cast as read (the bf16 fast mode): same keys, bf16 values equal to the fp32 ones rounded
+    fp32, bf16 = read_state_dict(folder), read_state_dict(folder, torch.bfloat16)
+    assert set(bf16) == set(fp32) and all(v.dtype == torch.bfloat16 for v in bf16.values())
+    assert all(torch.equal(bf16[k], fp32[k].to(torch.bfloat16)) for k in fp32)
