@@ -17,6 +17,8 @@ FILES = {"fp32": "model.onnx", "int8": "model_quantized.onnx"}
 # Our fill-mask graphs take this optional input (default true): false computes the masked-LM head at the
 # [MASK] tokens alone and gives logits as (masks, 1, vocab) instead of (batch, length, vocab).
 ALL_POSITIONS = "all_positions"
+# ONNX Runtime's online fusion of Add + LayerNormalization; its fused CPU kernel is slower (see onnx/optimize.py)
+DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 OUTPUTS_OF_TASK = {  # Optimum's output names
     "feature-extraction": ("last_hidden_state",),
     "fill-mask": ("logits",),
@@ -101,7 +103,8 @@ def open_session(path: Path, threads: int | None = None):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: not the notice, at every load, that all_positions can be fed
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=DISABLED_OPTIMIZERS)
     except Exception as e:  # onnxruntime raises its own exception types, e.g. InvalidProtobuf, Fail
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path} is not a loadable ONNX model (truncated or corrupt?): {first[:200]}") from None
