@@ -52,8 +52,7 @@ class OnnxBackend:
         self.input_names = [i.name for i in session.get_inputs()]
         self.output_names = [o.name for o in session.get_outputs()]
         mask_id = session.get_modelmeta().custom_metadata_map.get("mask_token_id")
-        flag = ALL_POSITIONS in {i.name for i in session.get_overridable_initializers()}
-        self.mask_token_id = int(mask_id) if mask_id is not None and flag else None
+        self.mask_token_id = int(mask_id) if mask_id is not None and narrows_to_mask(session) else None
 
     @classmethod
     def load(cls, model, task: str | None = None, threads: int | None = None, precision: str = "fp32",
@@ -85,11 +84,21 @@ class OnnxBackend:
                                       else np.asarray(token_type_ids, dtype=np.int64))
         feed = {k: v for k, v in feed.items() if k in self.input_names}
         if logits_at is not None and self.mask_token_id is not None and np.array_equal(logits_at, feed["input_ids"] == self.mask_token_id):
-            return {"logits": self.session.run(["logits"], {**feed, ALL_POSITIONS: np.array(False)})[0][:, 0]}  # (N, vocab)
+            return {"logits": logits_at_mask(self.session, feed)}
         out = dict(zip(self.output_names, self.session.run(self.output_names, feed)))
         if logits_at is not None and "logits" in out:
             out["logits"] = out["logits"][np.asarray(logits_at, dtype=bool)]  # (N, vocab)
         return out
+
+
+def narrows_to_mask(session) -> bool:
+    """Whether the graph is one of our fill-mask exports, whose head can run at [MASK] alone."""
+    return ALL_POSITIONS in {i.name for i in session.get_overridable_initializers()}
+
+
+def logits_at_mask(session, feed: dict[str, np.ndarray]) -> np.ndarray:
+    """Such a graph's head at the [MASK] tokens alone: (masks, vocab), in row order."""
+    return session.run(["logits"], {**feed, ALL_POSITIONS: np.array(False)})[0][:, 0]
 
 
 def open_session(path: Path, threads: int | None = None):

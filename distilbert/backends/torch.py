@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from ..checkpoint import load
-from ..model import task_of
 from ..config import Config
 from ..errors import UserError
+from ..model import task_of
 
 
 class TorchBackend:

@@ -216,11 +216,11 @@ def validate(net, path: Path, config, tokenizer, task: str, log: Callable[[str],
     """ONNX Runtime against PyTorch over the shape grid; fails above 1e-4 in fp32, or on any NaN."""
     import torch
 
-    from ..backends.onnx import open_session
+    from ..backends.onnx import logits_at_mask, narrows_to_mask, open_session
 
     session = open_session(path)
     names = [o.name for o in session.get_outputs()]
-    masked_lm = ALL_POSITIONS in {i.name for i in session.get_overridable_initializers()}
+    masked_lm = narrows_to_mask(session)
     worst: dict[str, float] = {name: 0.0 for name in names + (["logits at [MASK]"] if masked_lm else [])}
     rows = []
     for batch, length in shape_grid(config.max_position_embeddings):
@@ -231,7 +231,7 @@ def validate(net, path: Path, config, tokenizer, task: str, log: Callable[[str],
         got = dict(zip(names, session.run(None, arrays)))
         if masked_lm:  # the head at [MASK] alone, as our fill-mask runs it
             at_mask = arrays["input_ids"] == tokenizer.mask_token_id
-            got["logits at [MASK]"] = session.run(None, {**arrays, ALL_POSITIONS: np.array(False)})[0][:, 0]
+            got["logits at [MASK]"] = logits_at_mask(session, arrays)
             expected["logits at [MASK]"] = expected["logits"][at_mask]
         diffs = {}
         for name in worst:
