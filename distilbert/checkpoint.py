@@ -1,210 +1,27 @@
-"""Hugging Face checkpoints in and out: folders, hub ids, key maps, safetensors and pickle-free .bin.
+"""PyTorch checkpoints in and out: safetensors (single or sharded) and pickle-free .bin, as our modules.
 
-Our module names are DistilBERT's keys under `encoder.`; every other spelling is one literal template
-map below. Loading fails loudly, naming every missing, unexpected or mis-shaped key.
+Key names are mapped by keymaps.py; where a model lives is hub.py. Loading fails loudly, naming every
+missing, unexpected or mis-shaped key. Saving writes a whole folder beside the target and swaps it in.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import tasks
 from .config import Config
 from .errors import UserError
+from .hub import TORCH_WEIGHT_FILES, resolve
+from .keymaps import HEAD_KEYS, IGNORED_KEYS, to_hf_keys, to_our_keys
 
 if TYPE_CHECKING:
     import torch
 
     from .model import _WithEncoder
-
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-
-# `architectures` in config.json -> our task. Checkpoints without it are recognised by their keys.
-ARCHITECTURES = {
-    "DistilBertModel": "feature-extraction",
-    "BertModel": "feature-extraction",
-    "DistilBertForMaskedLM": "fill-mask",
-    "BertForMaskedLM": "fill-mask",
-    "BertForPreTraining": "fill-mask",
-    "DistilBertForSequenceClassification": "text-classification",
-    "BertForSequenceClassification": "text-classification",
-    "DistilBertForTokenClassification": "token-classification",
-    "BertForTokenClassification": "token-classification",
-    "DistilBertForQuestionAnswering": "question-answering",
-    "BertForQuestionAnswering": "question-answering",
-}
-ARCHITECTURE_NAMES = {
-    ("distilbert", "feature-extraction"): "DistilBertModel",
-    ("bert", "feature-extraction"): "BertModel",
-    ("distilbert", "fill-mask"): "DistilBertForMaskedLM",
-    ("bert", "fill-mask"): "BertForMaskedLM",
-    ("distilbert", "text-classification"): "DistilBertForSequenceClassification",
-    ("bert", "text-classification"): "BertForSequenceClassification",
-    ("distilbert", "token-classification"): "DistilBertForTokenClassification",
-    ("bert", "token-classification"): "BertForTokenClassification",
-    ("distilbert", "question-answering"): "DistilBertForQuestionAnswering",
-    ("bert", "question-answering"): "BertForQuestionAnswering",
-}
-
-# Hugging Face key template -> our key template, per family. {i}: layer index, {p}: weight|bias.
-# The body keys appear with the family prefix (`distilbert.`, `bert.`) in head models and without it in
-# the bare model; both are accepted, and `save` writes what transformers writes.
-KEY_MAPS: dict[str, dict[str, str]] = {
-    "distilbert": {
-        "embeddings.word_embeddings.weight": "encoder.embeddings.word_embeddings.weight",
-        "embeddings.position_embeddings.weight": "encoder.embeddings.position_embeddings.weight",
-        "embeddings.LayerNorm.{p}": "encoder.embeddings.LayerNorm.{p}",
-        "transformer.layer.{i}.attention.q_lin.{p}": "encoder.transformer.layer.{i}.attention.q_lin.{p}",
-        "transformer.layer.{i}.attention.k_lin.{p}": "encoder.transformer.layer.{i}.attention.k_lin.{p}",
-        "transformer.layer.{i}.attention.v_lin.{p}": "encoder.transformer.layer.{i}.attention.v_lin.{p}",
-        "transformer.layer.{i}.attention.out_lin.{p}": "encoder.transformer.layer.{i}.attention.out_lin.{p}",
-        "transformer.layer.{i}.sa_layer_norm.{p}": "encoder.transformer.layer.{i}.sa_layer_norm.{p}",
-        "transformer.layer.{i}.ffn.lin1.{p}": "encoder.transformer.layer.{i}.ffn.lin1.{p}",
-        "transformer.layer.{i}.ffn.lin2.{p}": "encoder.transformer.layer.{i}.ffn.lin2.{p}",
-        "transformer.layer.{i}.output_layer_norm.{p}": "encoder.transformer.layer.{i}.output_layer_norm.{p}",
-    },
-    "bert": {
-        "embeddings.word_embeddings.weight": "encoder.embeddings.word_embeddings.weight",
-        "embeddings.position_embeddings.weight": "encoder.embeddings.position_embeddings.weight",
-        "embeddings.token_type_embeddings.weight": "encoder.embeddings.token_type_embeddings.weight",
-        "embeddings.LayerNorm.{p}": "encoder.embeddings.LayerNorm.{p}",
-        "encoder.layer.{i}.attention.self.query.{p}": "encoder.transformer.layer.{i}.attention.q_lin.{p}",
-        "encoder.layer.{i}.attention.self.key.{p}": "encoder.transformer.layer.{i}.attention.k_lin.{p}",
-        "encoder.layer.{i}.attention.self.value.{p}": "encoder.transformer.layer.{i}.attention.v_lin.{p}",
-        "encoder.layer.{i}.attention.output.dense.{p}": "encoder.transformer.layer.{i}.attention.out_lin.{p}",
-        "encoder.layer.{i}.attention.output.LayerNorm.{p}": "encoder.transformer.layer.{i}.sa_layer_norm.{p}",
-        "encoder.layer.{i}.intermediate.dense.{p}": "encoder.transformer.layer.{i}.ffn.lin1.{p}",
-        "encoder.layer.{i}.output.dense.{p}": "encoder.transformer.layer.{i}.ffn.lin2.{p}",
-        "encoder.layer.{i}.output.LayerNorm.{p}": "encoder.transformer.layer.{i}.output_layer_norm.{p}",
-        "pooler.dense.{p}": "encoder.pooler.dense.{p}",
-    },
-}
-# Head keys sit outside the family prefix.
-HEAD_KEY_MAPS: dict[str, dict[str, str]] = {
-    "distilbert": {
-        "vocab_transform.{p}": "vocab_transform.{p}",
-        "vocab_layer_norm.{p}": "vocab_layer_norm.{p}",
-        "vocab_projector.bias": "vocab_projector.bias",
-        "pre_classifier.{p}": "pre_classifier.{p}",
-        "classifier.{p}": "classifier.{p}",
-        "qa_outputs.{p}": "qa_outputs.{p}",
-    },
-    "bert": {
-        "cls.predictions.transform.dense.{p}": "vocab_transform.{p}",
-        "cls.predictions.transform.LayerNorm.{p}": "vocab_layer_norm.{p}",
-        "cls.predictions.bias": "vocab_projector.bias",
-        "classifier.{p}": "classifier.{p}",
-        "qa_outputs.{p}": "qa_outputs.{p}",
-    },
-}
-# Keys that checkpoints carry and no model of ours uses: tied copies, buffers, BERT's NSP head.
-IGNORED_KEYS = re.compile(
-    r"(.*\.position_ids|vocab_projector\.weight|cls\.predictions\.decoder\.(weight|bias)|cls\.seq_relationship\..*)$"
-)
-# Our keys that belong to one head or another; a checkpoint of another head may carry them.
-HEAD_KEYS = re.compile(r"^(vocab_transform|vocab_layer_norm|vocab_projector|pre_classifier|classifier|qa_outputs|encoder\.pooler)\.")
-
-
-def _compile(template: str) -> re.Pattern[str]:
-    pattern = re.escape(template).replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\{p\}", r"(?P<p>weight|bias)")
-    return re.compile(pattern + "$")
-
-
-_FORWARD = {
-    family: [(_compile(theirs), ours) for theirs, ours in {**body, **HEAD_KEY_MAPS[family]}.items()]
-    for family, body in KEY_MAPS.items()
-}
-
-
-def to_our_keys(family: str, state: dict[str, Any], origin: dict[str, str] | None = None) -> dict[str, Any]:
-    """Checkpoint keys (any prefix, old gamma/beta names) -> our module names. Unknown keys pass through.
-
-    `origin`, when given, is filled with our name -> the checkpoint's name, for error messages.
-    """
-    prefix = family + "."
-    out: dict[str, Any] = {}
-    for key, tensor in state.items():
-        name = key[len(prefix) :] if key.startswith(prefix) else key
-        name = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name))
-        for pattern, ours in _FORWARD[family]:
-            m = pattern.match(name)
-            if m:
-                name = ours.format(**m.groupdict())
-                break
-        else:
-            name = key  # unmapped: reported as unexpected unless ignorable
-        out[name] = tensor
-        if origin is not None:
-            origin[name] = key
-    return out
-
-
-def to_hf_keys(family: str, task: str, state: dict[str, Any]) -> dict[str, Any]:
-    """Our module names -> the keys transformers writes for this family and head."""
-    prefix = "" if task == "feature-extraction" else family + "."
-    reverse = [(_compile(ours), theirs, True) for theirs, ours in KEY_MAPS[family].items()]
-    reverse += [(_compile(ours), theirs, False) for theirs, ours in HEAD_KEY_MAPS[family].items()]
-    out: dict[str, Any] = {}
-    for key, tensor in state.items():
-        if key == "vocab_projector.weight":
-            continue  # tied to the word embeddings; transformers re-ties it on load
-        for pattern, theirs, in_body in reverse:
-            m = pattern.match(key)
-            if m:
-                out[(prefix if in_body else "") + theirs.format(**m.groupdict())] = tensor
-                break
-        else:
-            raise AssertionError(f"no checkpoint name for {key}")
-    return out
-
-
-# --- where a model lives ----------------------------------------------------------------------------
-
-
-def resolve(model: str | os.PathLike, allow_patterns: list[str] | None = None) -> Path:
-    """A local folder as it is, or a hub id downloaded (once) into the Hugging Face cache."""
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return path
-    text = str(model)
-    if path.exists():
-        raise UserError(f"{text} is a file, not a model folder; pass the folder that holds config.json")
-    looks_local = text.startswith((".", "/", "~")) or os.sep in text.strip("/") and text.count("/") > 1
-    if looks_local or not re.fullmatch(r"[\w.\-]+(/[\w.\-]+)?", text):
-        raise UserError(f"model folder {text} does not exist; pass a folder with config.json and weights, or a hub id")
-    return _download(text, allow_patterns)
-
-
-def _download(repo_id: str, allow_patterns: list[str] | None) -> Path:
-    try:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import (
-            GatedRepoError,
-            LocalEntryNotFoundError,
-            RepositoryNotFoundError,
-        )
-    except ImportError:  # pragma: no cover - huggingface_hub is a dependency
-        raise UserError("huggingface_hub is not installed; pass a local model folder") from None
-    patterns = allow_patterns or ["*.json", "*.txt", "*.safetensors"]
-    try:
-        folder = Path(snapshot_download(repo_id, allow_patterns=patterns))
-        if not any((folder / name).exists() for name in WEIGHT_FILES) and not (folder / "model.onnx").exists():
-            if "onnx/*" not in patterns:  # repositories from before safetensors ship only pytorch_model.bin
-                folder = Path(snapshot_download(repo_id, allow_patterns=patterns + ["pytorch_model.bin*"]))
-        return folder
-    except (RepositoryNotFoundError, GatedRepoError):
-        raise UserError(f"no model {repo_id!r} on the Hugging Face Hub (or it is private); check the id") from None
-    except LocalEntryNotFoundError:
-        raise UserError(
-            f"cannot download {repo_id!r}: the Hugging Face Hub is not reachable from here and it is not in the "
-            f"local cache; on a machine with network run `hf download {repo_id} --local-dir {repo_id.split('/')[-1]}`, "
-            f"copy that folder here and pass its path instead (--model ./{repo_id.split('/')[-1]})"
-        ) from None
-    except OSError as e:
-        raise UserError(f"cannot download {repo_id!r} ({type(e).__name__}: {e}); pass a local model folder instead") from None
 
 
 # --- reading weights ----------------------------------------------------------------------------------
@@ -269,16 +86,7 @@ def _shards(index: Path) -> list[str]:
 
 def infer_task(config: Config, keys: set[str]) -> str:
     """The head a checkpoint was saved with: `architectures` first, then the keys it carries."""
-    for name in config.architectures or []:
-        if name in ARCHITECTURES:
-            return ARCHITECTURES[name]
-    if "vocab_transform.weight" in keys:
-        return "fill-mask"
-    if "qa_outputs.weight" in keys:
-        return "question-answering"
-    if "classifier.weight" in keys:
-        return "text-classification" if "pre_classifier.weight" in keys or config.family == "bert" else "token-classification"
-    return "feature-extraction"
+    return tasks.task_of_architectures(config.architectures) or tasks.task_of_keys(config.family, keys)
 
 
 def load(
@@ -294,16 +102,14 @@ def load(
     """
     import torch
 
-    from .model import HEADS, MaskedLM, build
+    from .model import MaskedLM, build
 
     folder = resolve(model)
     config = Config.from_file(folder / "config.json")
     raw = read_state_dict(folder, dtype)
     origin: dict[str, str] = {}
     state = to_our_keys(config.family, raw, origin)
-    task = task or infer_task(config, set(state))
-    if task not in HEADS:
-        raise UserError(f"unknown task {task!r}; expected one of {', '.join(HEADS)}")
+    task = tasks.get(task).name if task else infer_task(config, set(state))
     with_pooler = task == "feature-extraction" and "encoder.pooler.dense.weight" in state
     with torch.device("meta"):  # a skeleton: no time spent initialising weights we are about to replace
         net = build(config, task, with_pooler, init=False)
@@ -346,19 +152,31 @@ def load(
 
 
 def save(net: _WithEncoder, folder: str | os.PathLike, task: str, tokenizer: Any = None) -> Path:
-    """Write config.json and model.safetensors as transformers writes them (and the tokenizer files)."""
+    """Write config.json and model.safetensors as transformers writes them (and the tokenizer files).
+
+    Every file is first written in full under a temporary name, then all are renamed into place, so an
+    interrupted save never leaves new weights beside an old or missing config.
+    """
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    config = net.config.replace(architectures=[ARCHITECTURE_NAMES[(net.config.family, task)]])
+    config = net.config.replace(architectures=[tasks.architecture(net.config.family, task)])
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
     tensors = to_hf_keys(config.family, task, state)
-    # write-then-rename, so an interrupted save never leaves a half-written model.safetensors behind
-    tmp = folder / "model.safetensors.tmp"
-    save_file(tensors, tmp, metadata={"format": "pt"})
-    os.replace(tmp, folder / "model.safetensors")
-    config.save(folder / "config.json")
-    if tokenizer is not None:
-        tokenizer.save(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = folder / ".saving"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        save_file(tensors, staging / "model.safetensors", metadata={"format": "pt"})
+        config.save(staging / "config.json")
+        if tokenizer is not None:
+            tokenizer.save(staging)
+        for stale in TORCH_WEIGHT_FILES:  # older weights in another format would be read before ours
+            if stale != "model.safetensors":
+                (folder / stale).unlink(missing_ok=True)
+        for item in sorted(staging.iterdir(), key=lambda p: p.name == "config.json"):  # config.json last
+            os.replace(item, folder / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return folder

@@ -102,14 +102,15 @@ def tokenize(file: str = "-", model: str = DEFAULT_MODEL, pairs: bool = False, m
 
 def info(model: str) -> None:
     """Family, sizes, heads, parameter count and vocabulary of MODEL."""
-    from .checkpoint import ARCHITECTURES, resolve
+    from . import tasks
     from .config import Config
+    from .hub import resolve
     from .tokenizer import Tokenizer
 
     folder = resolve(model)
     config = Config.from_file(folder / "config.json")
     count, where = _parameter_count(folder, config)
-    task = next((ARCHITECTURES[a] for a in config.architectures or [] if a in ARCHITECTURES), "feature-extraction")
+    task = tasks.task_of_architectures(config.architectures) or "feature-extraction"
     rows = [
         ("model", str(folder)),
         ("family", config.family),
@@ -269,9 +270,9 @@ def _check_writable(path: Path) -> None:
 
 
 def _tokenizer_folder(model: str) -> Path:
-    from .checkpoint import resolve
+    from .hub import resolve
 
-    return resolve(model, allow_patterns=["*.json", "vocab.txt"])
+    return resolve(model, need="tokenizer")
 
 
 def _parameter_count(folder: Path, config) -> tuple[int, str]:

@@ -107,9 +107,36 @@ class Tokenizer:
         return cls(backend, special, model_max_length, init_kwargs)
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> Tokenizer:
-        """Load from a model folder: `tokenizer.json` if present, else `vocab.txt`, with `tokenizer_config.json`."""
-        folder = Path(folder)
+    def from_pretrained(cls, folder: str | Path, config: Any = None) -> Tokenizer:
+        """Load from a model folder: `tokenizer.json` if present, else `vocab.txt`, with `tokenizer_config.json`.
+
+        With the model's `config`, a tokenizer that cannot belong to it is refused (see `check_fits`).
+        """
+        tokenizer = cls._from_folder(Path(folder))
+        if config is not None:
+            tokenizer.check_fits(config.vocab_size, Path(folder))
+        return tokenizer
+
+    def check_fits(self, vocab_size: int, folder: Path | str = "") -> None:
+        """Ids past the model's embedding table would fail or read garbage: refuse a larger vocabulary. A much
+        smaller one (such as the 5-token vocabulary `BertTokenizerFast(vocab_file=...)` writes in transformers 5)
+        is the wrong tokenizer: refuse it too. Slightly smaller is common (padded embedding tables): warn."""
+        ours = self.vocab_size
+        where = f" in {folder}" if str(folder) else ""
+        if ours > vocab_size or ours * 2 < vocab_size:
+            raise UserError(
+                f"the tokenizer{where} has {ours} tokens but the model's config.json says vocab_size {vocab_size}: "
+                "they do not belong together; save the model's own tokenizer into the folder"
+            )
+        if ours != vocab_size:
+            import logging
+
+            logging.getLogger("distilbert").warning(
+                "the tokenizer%s has %d tokens and the model's vocab_size is %d; ids past the tokenizer are never used",
+                where, ours, vocab_size)
+
+    @classmethod
+    def _from_folder(cls, folder: Path) -> Tokenizer:
         settings = _read_json(folder / "tokenizer_config.json") or {}
         special = {k: _token_text(settings[k]) for k in SPECIAL_TOKENS if settings.get(k)}
         max_length = settings.get("model_max_length", DEFAULT_MAX_LENGTH)
@@ -118,7 +145,9 @@ class Tokenizer:
         if (folder / "tokenizer.json").is_file():
             try:
                 backend = RustTokenizer.from_file(str(folder / "tokenizer.json"))
-            except Exception as e:
+            except Exception as e:  # tokenizers raises a bare Exception for a malformed file
+                if not str(e):
+                    raise
                 raise UserError(f"{folder / 'tokenizer.json'} cannot be read ({e}); save the tokenizer again") from None
             kept = {k: settings[k] for k in ("do_lower_case", "strip_accents", "tokenize_chinese_chars") if k in settings}
             return cls(backend, special, max_length, kept)
@@ -159,7 +188,8 @@ class Tokenizer:
         return [self.backend.id_to_token(int(i)) for i in ids]
 
     def tokenize(self, text: str) -> list[str]:
-        return self.backend.encode(text, add_special_tokens=False).tokens
+        with self._lock:  # truncation and padding are shared state: never read them while a call sets them
+            return self.backend.encode(text, add_special_tokens=False).tokens
 
     def __call__(
         self,
@@ -172,6 +202,8 @@ class Tokenizer:
         add_special_tokens: bool = True,
         return_offsets: bool = False,
         return_tensors: str | None = None,
+        stride: int = 0,
+        return_overflowing_tokens: bool = False,
     ) -> dict[str, Any]:
         """Encode one text, a text pair, or batches of either.
 
@@ -179,6 +211,10 @@ class Tokenizer:
         padding: False, True/"longest" (to the longest in the batch) or "max_length".
         return_tensors="np" gives int64 arrays of shape (batch, length) and needs padding for ragged batches.
         One text in, one row out (lists, not nested), as in transformers.
+        return_offsets adds `offset_mapping` (character spans), `word_ids` and `sequence_ids` (None for
+        special tokens, else 0 or 1) per row.
+        return_overflowing_tokens: what truncation cuts off comes back as further rows (windows that
+        overlap by `stride` tokens), and `overflow_to_sample_mapping` names each row's input.
         """
         single = isinstance(text, str)
         texts = [text] if single else list(text)
@@ -204,7 +240,7 @@ class Tokenizer:
         with self._lock:
             try:
                 if truncation:
-                    self.backend.enable_truncation(length, strategy=truncation)
+                    self.backend.enable_truncation(length, stride=stride, strategy=truncation)
                 if padding == "max_length":
                     self.backend.enable_padding(pad_id=self.pad_token_id, pad_token=self.special_tokens["pad_token"], length=length)
                 elif padding == "longest":
@@ -215,6 +251,10 @@ class Tokenizer:
             finally:
                 self.backend.no_truncation()
                 self.backend.no_padding()
+        sample = list(range(len(encodings)))
+        if return_overflowing_tokens:  # transformers' order: each input's windows together, the first first
+            sample = [i for i, e in enumerate(encodings) for _ in range(1 + len(e.overflowing))]
+            encodings = [w for e in encodings for w in (e, *e.overflowing)]
         out: dict[str, Any] = {
             "input_ids": [e.ids for e in encodings],
             "token_type_ids": [e.type_ids for e in encodings],
@@ -222,19 +262,24 @@ class Tokenizer:
         }
         if return_offsets:
             out["offset_mapping"] = [e.offsets for e in encodings]
+            out["word_ids"] = [e.word_ids for e in encodings]
+            out["sequence_ids"] = [e.sequence_ids for e in encodings]
+        if return_overflowing_tokens:
+            out["overflow_to_sample_mapping"] = sample
         if return_tensors == "np":
             if len({len(ids) for ids in out["input_ids"]}) > 1:
                 raise UserError("tokenizer: texts of different lengths need padding=True for arrays")
             # arrays keep the batch dimension even for one text, as transformers' return_tensors does
-            out = {k: np.asarray(v, dtype=np.int64) for k, v in out.items()}
+            out = {k: np.asarray(v, dtype=np.int64) for k, v in out.items() if k not in ("word_ids", "sequence_ids")}
         elif return_tensors is not None:
             raise UserError(f"tokenizer: return_tensors must be 'np' or None, got {return_tensors!r}")
-        elif single:
+        elif single and not return_overflowing_tokens:
             out = {k: v[0] for k, v in out.items()}
         return out
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
-        return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+        with self._lock:
+            return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
 
 def read_vocab(path: str | Path) -> dict[str, int]:

@@ -19,5 +19,5 @@ ensure_venv() {
   fi
 }
 
-ensure_venv "$root/.venv" "$root/pyproject.toml" --config-settings editable_mode=compat -e "$root[torch,train,test]"
+ensure_venv "$root/.venv" "$root/pyproject.toml" --config-settings editable_mode=compat -e "$root[torch,train,test,serve,tf,ray]"
 export PATH="$root/.venv/bin:$PATH"

@@ -8,7 +8,8 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 from conftest import ARCHS, TASK_OF_ARCH, make_reference, save_reference
-from distilbert.checkpoint import load, read_state_dict, resolve, save
+from distilbert.checkpoint import load, read_state_dict, save
+from distilbert.hub import resolve
 from distilbert.errors import UserError
 from test_model import batch
 

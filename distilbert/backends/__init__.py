@@ -11,6 +11,7 @@ at those positions only, as an (N, vocab) array in row order.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Protocol
 
@@ -39,41 +40,45 @@ class Backend(Protocol):
 def load_backend(model: str | Path, task: str | None = None, backend: str | None = None, **options) -> Backend:
     """Open `model` (a folder or hub id) with the named backend, or the natural one for it.
 
-    Natural: ONNX Runtime for int8, when PyTorch is not installed, or for a folder with model.onnx and no
-    PyTorch weights; PyTorch otherwise.
+    Natural: ONNX Runtime for int8, when PyTorch is not installed, for an exported folder, or for a
+    checkpoint with a cached export; PyTorch otherwise. The onnx backend on a PyTorch checkpoint exports it
+    once into the cache (export_cache.py).
     """
     if backend is not None and backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    if backend is None:
-        backend = _natural_backend(model, options.get("precision", "fp32"))
-    if backend == "onnx":
-        from .onnx import OnnxBackend
+    from .. import hub
+    from .export_cache import cached_export
 
-        return OnnxBackend.load(model, task, **options)
-    try:
-        from .torch import TorchBackend
-    except ImportError:
-        raise UserError(
-            "the torch backend needs PyTorch: install the torch extra (pip install 'distilbert[torch]'), "
-            "or export the model to ONNX and use the onnx backend"
-        ) from None
+    precision = options.get("precision", "fp32")
+    torch_installed = importlib.util.find_spec("torch") is not None
+    if backend is None and torch_installed and precision != "int8":
+        folder = hub.resolve(model, need="torch")
+        if not hub.has_torch_weights(folder) and hub.has_onnx(folder):
+            return _onnx(folder, task, options)  # an exported folder
+        cached = cached_export(folder, task, precision, create=False)
+        return _onnx(cached, task, options) if cached is not None else _torch(folder, task, options)
+    if backend == "torch":
+        if not torch_installed:
+            raise UserError(
+                "the torch backend needs PyTorch: install the torch extra (pip install 'distilbert[torch]'), "
+                "or export the model to ONNX and use the onnx backend"
+            )
+        return _torch(model, task, options)
+    folder = hub.resolve(model, need="onnx")
+    if hub.locate_onnx(folder, precision) is None and torch_installed:
+        source = folder if hub.has_torch_weights(folder) else hub.resolve(model, need="torch")
+        if hub.has_torch_weights(source):  # a PyTorch checkpoint: export it once, validated, into the cache
+            folder = cached_export(source, task, precision, create=True)
+    return _onnx(folder, task, options)
+
+
+def _onnx(folder, task, options):
+    from .onnx import OnnxBackend
+
+    return OnnxBackend.load(folder, task, **options)
+
+
+def _torch(model, task, options):
+    from .torch import TorchBackend
+
     return TorchBackend.load(model, task, **options)
-
-
-def _natural_backend(model: str | Path, precision: str) -> str:
-    import importlib.util
-
-    from ..checkpoint import resolve
-
-    if precision == "int8" or importlib.util.find_spec("torch") is None:
-        return "onnx"
-    from .onnx import locate
-
-    folder = resolve(model)
-    return "onnx" if not _has_torch_weights(folder) and locate(folder) is not None else "torch"
-
-
-def _has_torch_weights(folder: Path) -> bool:
-    from ..checkpoint import WEIGHT_FILES
-
-    return any((folder / name).is_file() for name in WEIGHT_FILES)

@@ -13,37 +13,52 @@ import numpy as np
 from ..config import Config
 from ..errors import UserError
 
-FILES = {"fp32": "model.onnx", "int8": "model_quantized.onnx"}
 # Our fill-mask graphs take this optional input (default true): false computes the masked-LM head at the
 # [MASK] tokens alone and gives logits as (masks, 1, vocab) instead of (batch, length, vocab).
 ALL_POSITIONS = "all_positions"
 # ONNX Runtime's online fusion of Add + LayerNormalization; its fused CPU kernel is slower (see onnx/optimize.py)
 DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
-OUTPUTS_OF_TASK = {  # Optimum's output names
-    "feature-extraction": ("last_hidden_state",),
-    "fill-mask": ("logits",),
-    "text-classification": ("logits",),
-    "token-classification": ("logits",),
-    "question-answering": ("start_logits", "end_logits"),
-}
 
 
-def physical_cores() -> int:
-    """Physical cores (hyper-threads share the FP units these kernels saturate), else the logical count."""
+def usable_cores() -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup CPU quota, counted in physical
+    cores where hyper-threads share them (they share the FP units these kernels saturate).
+
+    /proc/cpuinfo alone shows the host's cores inside a container limited by cgroups or CPU affinity.
+    """
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    cores = len(_physical_cores_of(allowed)) or len(allowed)
+    quota = _cgroup_cpu_limit()
+    if quota is not None:
+        cores = min(cores, max(1, int(quota)))
+    return max(1, cores)
+
+
+def _physical_cores_of(cpus: list[int]) -> set[tuple[str, str]]:
+    """(package, core) pairs of the given logical CPUs, from sysfs topology; empty when unknown."""
+    found = set()
+    for cpu in cpus:
+        base = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            found.add(((base / "physical_package_id").read_text().strip(), (base / "core_id").read_text().strip()))
+        except OSError:
+            return set()
+    return found
+
+
+def _cgroup_cpu_limit() -> float | None:
+    """CPUs allowed by the cgroup quota (v2 cpu.max, v1 cfs files), or None without a limit."""
     try:
-        cores = set()
-        physical = None
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("physical id"):
-                    physical = line.split(":")[1].strip()
-                elif line.startswith("core id"):
-                    cores.add((physical, line.split(":")[1].strip()))
-        if cores:
-            return len(cores)
-    except OSError:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
         pass
-    return os.cpu_count() or 1
+    try:
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return None if quota <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
 
 
 class OnnxBackend:
@@ -57,25 +72,27 @@ class OnnxBackend:
     @classmethod
     def load(cls, model, task: str | None = None, threads: int | None = None, precision: str = "fp32",
              file: str | Path | None = None) -> OnnxBackend:
-        from ..checkpoint import ARCHITECTURES, resolve
+        """An exported folder (or hub repository with model.onnx in its root or onnx/), or one graph `file`."""
+        from .. import hub, tasks
 
-        if precision not in FILES:
+        if precision not in hub.ONNX_FILES:
             raise UserError(f"precision {precision!r} is not available with the onnx backend (fp32 or int8)")
-        folder = resolve(model, allow_patterns=["*.json", "*.txt", f"{FILES[precision]}*", f"onnx/{FILES[precision]}*"])
-        path = Path(file) if file is not None else _find(folder, FILES[precision])
+        folder = hub.resolve(model, need="onnx")
+        path = Path(file) if file is not None else hub.locate_onnx(folder, precision)
+        if path is None:
+            raise UserError(f"no {hub.ONNX_FILES[precision]} in {folder}; export it with `distilbert export`"
+                            + (" --quantize int8" if precision == "int8" else ""))
         config = Config.from_file(folder / "config.json")
         session = open_session(path, threads)
-        outputs = {o.name: o for o in session.get_outputs()}
-        natural = next((ARCHITECTURES[a] for a in config.architectures or [] if a in ARCHITECTURES), None)
-        if natural is None or any(name not in outputs for name in OUTPUTS_OF_TASK[natural]):
-            natural = _task_from_outputs(outputs, config)
-        task = task or natural
-        if task != natural:  # an ONNX graph has one head baked in
-            raise UserError(
-                f"{path} was exported for {natural} (outputs {', '.join(outputs)}), not {task}; "
-                f"export the model again with --task {task}"
-            )
-        return cls(session, config, task, folder, path)
+        outputs = {o.name: o.shape for o in session.get_outputs()}
+        natural = tasks.task_of_architectures(config.architectures)
+        if natural is None or any(name not in outputs for name in tasks.TASKS[natural].outputs):
+            natural = tasks.task_of_outputs(outputs, config.vocab_size)
+        if task is not None and tasks.get(task).name != natural:  # an ONNX graph has one head baked in
+            wanted = tasks.get(task).name
+            raise UserError(f"{path} was exported for {natural} (outputs {', '.join(outputs)}), not {wanted}; run it "
+                            f"as {natural}, or export the checkpoint again with --task {wanted} if it has that head")
+        return cls(session, config, natural, folder, path)
 
     def run(self, input_ids, attention_mask, token_type_ids=None, logits_at=None) -> dict[str, np.ndarray]:
         feed = {"input_ids": np.asarray(input_ids, dtype=np.int64), "attention_mask": np.asarray(attention_mask, dtype=np.int64)}
@@ -107,7 +124,7 @@ def open_session(path: Path, threads: int | None = None):
     if not Path(path).is_file():
         raise UserError(f"{path} does not exist; export the model first (distilbert export MODEL OUT_DIR)")
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or physical_cores()
+    options.intra_op_num_threads = threads or usable_cores()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: not the notice, at every load, that all_positions can be fed
@@ -117,28 +134,3 @@ def open_session(path: Path, threads: int | None = None):
     except Exception as e:  # onnxruntime raises its own exception types, e.g. InvalidProtobuf, Fail
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path} is not a loadable ONNX model (truncated or corrupt?): {first[:200]}") from None
-
-
-def locate(folder: Path, name: str = "model.onnx") -> Path | None:
-    """`name` in the folder, or in its onnx/ subfolder as hub repositories keep it."""
-    return next((p for p in (folder / name, folder / "onnx" / name) if p.is_file()), None)
-
-
-def _find(folder: Path, name: str) -> Path:
-    found = locate(folder, name)
-    if found is not None:
-        return found
-    raise UserError(f"no {name} in {folder}; export it with `distilbert export`" + (" --quantize int8" if "quantized" in name else ""))
-
-
-def _task_from_outputs(outputs: dict, config: Config) -> str:
-    if "last_hidden_state" in outputs:
-        return "feature-extraction"
-    if "start_logits" in outputs:
-        return "question-answering"
-    logits = outputs.get("logits")
-    if logits is None:
-        raise UserError(f"unrecognised ONNX outputs {sorted(outputs)}")
-    if len(logits.shape) == 2:
-        return "text-classification"
-    return "fill-mask" if logits.shape[-1] in (config.vocab_size, "vocab_size") else "token-classification"

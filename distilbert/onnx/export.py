@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends.onnx import ALL_POSITIONS, OUTPUTS_OF_TASK
+from .. import tasks
+from ..backends.onnx import ALL_POSITIONS
 from ..errors import UserError
+from .files import data_file, onnx_bytes, save_model, write_report  # noqa: F401  (re-exported)
 
 DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17 on
-TASKS = tuple(OUTPUTS_OF_TASK)
 FP32_TOLERANCE = 1e-4
 SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "1_Pooling", "2_Normalize")
 
@@ -39,25 +40,24 @@ def export(
 
     Returns a report: the worst absolute difference per output and shape, fused operators, int8 drift.
     """
-    from ..checkpoint import ARCHITECTURE_NAMES, load
+    from ..checkpoint import load
     from ..model import task_of
     from ..tokenizer import Tokenizer
 
-    if task is not None and task not in TASKS:
-        raise UserError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    task = tasks.get(task).name if task is not None else None
     if quantize not in (None, "int8"):
         raise UserError(f"unknown quantization {quantize!r}; only int8 is supported")
     out = _writable_folder(Path(out_dir))
     net, config, folder = load(model, task)
     task = task or task_of(net)
     tokenizer = Tokenizer.from_pretrained(folder)
-    names = list(OUTPUTS_OF_TASK[task])
+    names = list(tasks.TASKS[task].outputs)
     inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if config.type_vocab_size else [])
 
     path = out / "model.onnx"
     log(f"exporting {folder} ({config.family}, {task}) to {path} with opset {opset}")
     _torch_export(net, task, inputs, names, path, opset, tokenizer.mask_token_id)
-    config.replace(architectures=[ARCHITECTURE_NAMES[(config.family, task)]]).save(out / "config.json")
+    config.replace(architectures=[tasks.architecture(config.family, task)]).save(out / "config.json")
     tokenizer.save(out)
     for name in SENTENCE_TRANSFORMERS_FILES:  # keep a sentence-transformers folder's pooling settings
         source = folder / name
@@ -96,10 +96,8 @@ def _torch_export(net, task: str, inputs: list[str], names: list[str], path: Pat
     import onnx
     import torch
 
-    dims = {"input_ids": {0: "batch_size", 1: "sequence_length"}}
-    dims.update({name: {0: "batch_size", 1: "sequence_length"} for name in inputs})
-    for name in names:
-        dims[name] = {0: "batch_size"} if task == "text-classification" else {0: "batch_size", 1: "sequence_length"}
+    dims = {name: dict(tasks.TOKENS) for name in inputs}
+    dims.update({name: dict(axes) for name, axes in tasks.TASKS[task].outputs.items()})
     masked_lm = task == "fill-mask"
 
     class Graph(torch.nn.Module):  # positional inputs, a tuple of named outputs: what the exporter wants
@@ -157,30 +155,6 @@ def masked_lm_logits(net, h, input_ids, mask_id: int, all_positions):
     first = torch.where(all_positions, shape[:1], n)
     second = torch.where(all_positions, shape[1:2], torch.ones_like(n))
     return logits.reshape(first[0], second[0], logits.shape[-1])
-
-
-def save_model(proto, path: Path) -> None:
-    """Save an ONNX model with its weights in `<name>_data` beside it, as Optimum does past 2 GB.
-
-    Always, not only past 2 GB: ONNX Runtime maps such a file instead of copying the weights out of a
-    parsed protobuf: a DistilBERT-base fill-mask session peaked at 400 MiB instead of 489 (int8: 142, not 204).
-    """
-    import onnx
-
-    for stale in (path, data_file(path)):
-        stale.unlink(missing_ok=True)
-    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=data_file(path).name, size_threshold=1024)
-    os.chmod(data_file(path), path.stat().st_mode & 0o777)  # onnx makes it owner-only; readable as the graph is
-
-
-def data_file(path: Path) -> Path:
-    return path.with_name(path.name + "_data")
-
-
-def onnx_bytes(path: Path) -> int:
-    """The size of a model: its graph and its weights."""
-    return sum(p.stat().st_size for p in (path, data_file(path)) if p.is_file())
 
 
 def shape_grid(max_length: int) -> list[tuple[int, int]]:
@@ -244,7 +218,7 @@ def validate(net, path: Path, config, tokenizer, task: str, log: Callable[[str],
                 n = int(arrays["attention_mask"][r].sum())
                 alone = dict(zip(names, session.run(None, {k: v[r : r + 1, :n] for k, v in arrays.items()})))
                 for name in names:
-                    row = got[name][r] if task == "text-classification" else got[name][r, :n]
+                    row = got[name][r, :n] if tasks.TASKS[task].token_level(name) else got[name][r]
                     diff = float(np.abs(row - alone[name][0]).max(initial=0.0))
                     diffs[name] = max(diffs[name], diff)
                     worst[name] = max(worst[name], diff)
@@ -256,9 +230,3 @@ def validate(net, path: Path, config, tokenizer, task: str, log: Callable[[str],
         raise UserError(f"validation failed: {path} differs from PyTorch by " +
                         ", ".join(f"{v:.2e} in {k}" for k, v in bad.items()) + f" (limit {FP32_TOLERANCE:.0e})")
     return {"worst": worst, "shapes": rows, "tolerance": FP32_TOLERANCE}
-
-
-def write_report(out_dir: Path, name: str, report: dict) -> Path:
-    path = Path(out_dir) / name
-    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    return path

@@ -18,7 +18,7 @@ def optimize_graph(path: Path, config: Config, log: Callable[[str], None] = prin
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
-    from .export import save_model
+    from .files import save_model
 
     options = FusionOptions("bert")
     # Add + LayerNormalization, not SkipLayerNormalization: ONNX Runtime 1.32's CPU kernel for the fused op

@@ -32,7 +32,7 @@ def quantize_int8(fp32: Path, int8: Path, config: Config, tokenizer, task: str, 
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from .export import onnx_bytes, save_model, write_report
+    from .files import onnx_bytes, save_model, write_report
 
     root = logging.getLogger()
     level = root.level

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UserError
+from .. import tasks
 from .base import Pipeline
-from .features import FeatureExtractionPipeline
-from .fill_mask import FillMaskPipeline
-
-PIPELINES: dict[str, type[Pipeline]] = {
-    "fill-mask": FillMaskPipeline,
-    "feature-extraction": FeatureExtractionPipeline,
-}
 
 
 def pipeline(
@@ -23,19 +16,22 @@ def pipeline(
     max_length: int | None = None,
     threads: int | None = None,
     precision: str = "fp32",
+    max_batch_tokens: int | None = None,
     **options,
 ) -> Pipeline:
-    """A ready pipeline for `task` on `model`, a local folder or a hub id.
+    """A ready pipeline for `task` (or an alias: "sentiment-analysis", "ner") on `model`, a folder or hub id.
 
-    backend: "torch" or "onnx"; by default ONNX Runtime for a folder holding only model.onnx, else torch.
+    backend: "torch" or "onnx". By default ONNX Runtime for an exported folder, or where a cached export of
+    the checkpoint exists (see backends.export_cache), else PyTorch. backend="onnx" on a PyTorch checkpoint
+    exports it once, validated, into that cache.
     precision: "fp32" (exact, the default), "int8" (onnx: model_quantized.onnx) or "bf16" (torch, bfloat16 weights).
     options go to the pipeline (feature-extraction: pooling, normalize).
     """
     from ..backends import load_backend
     from ..tokenizer import Tokenizer
 
-    if task not in PIPELINES:
-        raise UserError(f"unknown task {task!r}; expected one of {', '.join(PIPELINES)}")
-    engine = load_backend(model, task, backend, threads=threads, precision=precision)
-    tokenizer = Tokenizer.from_pretrained(engine.folder)
-    return PIPELINES[task](engine, tokenizer, batch_size=batch_size, max_length=max_length, **options)
+    spec = tasks.get(task)
+    engine = load_backend(model, spec.name, backend, threads=threads, precision=precision)
+    tokenizer = Tokenizer.from_pretrained(engine.folder, config=engine.config)
+    return spec.pipeline_class()(engine, tokenizer, batch_size=batch_size, max_length=max_length,
+                                 max_batch_tokens=max_batch_tokens, **options)

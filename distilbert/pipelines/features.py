@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .base import Pipeline
+from .base import Job, Pipeline
 
 POOLINGS = ("cls", "mean", "max")
 
@@ -26,7 +26,7 @@ class FeatureExtractionPipeline(Pipeline):
             self.max_length = min(self.max_length, st["max_length"])
         _check_pooling(self.pooling)
 
-    def __call__(self, inputs: str | Sequence[str], pooling: str | None = None, normalize: bool | None = None):
+    def preprocess(self, inputs: str | Sequence[str], pooling: str | None = None, normalize: bool | None = None) -> Job:
         """Without pooling: one (tokens, dim) float32 array per text, [CLS] and [SEP] included.
         With pooling: a (dim,) array for one text, an (n, dim) array for a list.
         """
@@ -35,23 +35,18 @@ class FeatureExtractionPipeline(Pipeline):
         _check_pooling(pooling)
         single = isinstance(inputs, str)
         texts = [inputs] if single else list(inputs)
-        enc = self.encode(texts)
-        results: list = [None] * len(texts)
-        for rows, arrays in self.batches(enc):
-            hidden = self.backend.run(**arrays)["last_hidden_state"]  # (B, T, dim)
-            mask = arrays["attention_mask"]
-            if pooling is None:
-                for r, i in enumerate(rows):
-                    results[i] = hidden[r, : int(mask[r].sum())].copy()
-                continue
-            pooled = pool(hidden, mask, pooling)
-            if normalize:
-                pooled = pooled / np.maximum(np.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
-            for r, i in enumerate(rows):
-                results[i] = pooled[r]
+        return Job(self.features(self.encode(texts)), {"pooling": pooling, "normalize": normalize, "single": single})
+
+    def postprocess(self, job: Job, outputs):
+        pooling, single = job.state["pooling"], job.state["single"]
+        hidden = [out["last_hidden_state"] for out in outputs]  # each (tokens, dim)
         if pooling is None:
+            results = [h.copy() for h in hidden]
             return results[0] if single else results
-        return results[0] if single else np.stack(results)
+        pooled = np.stack([pool(h[None], np.ones((1, len(h)), dtype=np.int64), pooling)[0] for h in hidden])
+        if job.state["normalize"]:
+            pooled = pooled / np.maximum(np.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
+        return pooled[0] if single else pooled
 
 
 def pool(hidden: np.ndarray, mask: np.ndarray, pooling: str) -> np.ndarray:

@@ -7,41 +7,50 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import UserError
-from .base import Pipeline, log
+from .base import Job, Pipeline, check_top_k, log
 
 
 class FillMaskPipeline(Pipeline):
     task = "fill-mask"
 
-    def __call__(self, inputs: str | Sequence[str], top_k: int = 5, targets: str | Sequence[str] | None = None):
+    def preprocess(self, inputs: str | Sequence[str], top_k: int = 5, targets: str | Sequence[str] | None = None) -> Job:
         """Each [MASK] gets its `top_k` most likely tokens: {score, token, token_str, sequence}.
 
         One mask: a list of dicts. Several masks: a list per mask. A list of texts: a list of those
         (a list of one text is answered like the text alone, as transformers does).
         """
         texts = [inputs] if isinstance(inputs, str) else list(inputs)
-        if not isinstance(top_k, int) or top_k < 1:
-            raise UserError(f"top_k must be a positive integer, got {top_k!r}")
+        check_top_k(top_k)
         target_ids = self.target_ids(targets) if targets is not None else None
         enc = self.encode(texts)
         mask_id = self.tokenizer.mask_token_id
         for text, ids in zip(texts, enc["input_ids"]):
             if mask_id not in ids:
+                if self.tokenizer.mask_token in text:
+                    where = len(self.tokenizer(text)["input_ids"])
+                    raise UserError(
+                        f"the {self.tokenizer.mask_token} in {text[:60]!r} was cut off: the text is {where} tokens and "
+                        f"the model reads {self.max_length}; put {self.tokenizer.mask_token} within the first "
+                        f"{self.max_length - 2} tokens or shorten the text"
+                    )
                 raise UserError(
                     f"no {self.tokenizer.mask_token} in {text[:60]!r}: put {self.tokenizer.mask_token} where the word to predict goes"
                 )
-        results: list = [None] * len(texts)
-        for rows, arrays in self.batches(enc):
-            at_mask = arrays["input_ids"] == mask_id
-            logits = self.backend.run(**arrays, logits_at=at_mask)["logits"]  # (N masks, vocab), in row order
-            start = 0
-            for r, i in enumerate(rows):
-                n = int(at_mask[r].sum())
-                results[i] = self.postprocess(enc["input_ids"][i], logits[start : start + n], top_k, target_ids)
-                start += n
+        return Job(self.features(enc), {"top_k": top_k, "target_ids": target_ids})
+
+    def run_batch(self, arrays):
+        """The head at the [MASK] tokens alone: each row gets its (masks, vocab) logits."""
+        at_mask = arrays["input_ids"] == self.tokenizer.mask_token_id
+        logits = self.backend.run(**arrays, logits_at=at_mask)["logits"]  # (N masks, vocab), in row order
+        ends = np.cumsum(at_mask.sum(1))
+        return [{"logits": logits[end - n : end]} for n, end in zip(at_mask.sum(1), ends)]
+
+    def postprocess(self, job: Job, outputs):
+        results = [self.fill(f.input_ids, out["logits"], job.state["top_k"], job.state["target_ids"])
+                   for f, out in zip(job.features, outputs)]
         return results[0] if len(results) == 1 else results
 
-    def postprocess(self, input_ids: list[int], logits: np.ndarray, top_k: int, target_ids: np.ndarray | None):
+    def fill(self, input_ids: list[int], logits: np.ndarray, top_k: int, target_ids: np.ndarray | None):
         logits = logits.astype(np.float32)
         probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
         probs /= probs.sum(axis=-1, keepdims=True)  # (masks, vocab)

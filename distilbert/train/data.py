@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import batching
 from ..errors import UserError
 
 MIN_TOKENS = 12  # sequences of 11 tokens or fewer are dropped (lm_seqs_dataset.remove_empty_sequences)
@@ -114,7 +115,7 @@ def prepare(paths: list[str | Path], tokenizer: str | Path, out: str | Path, max
     """Tokenise `paths` in parallel into shards under `out`; returns the meta data written to meta.json."""
     from tqdm import tqdm
 
-    from ..checkpoint import resolve
+    from ..hub import resolve
     from ..tokenizer import Tokenizer
 
     paths = [Path(p) for p in paths]
@@ -127,7 +128,7 @@ def prepare(paths: list[str | Path], tokenizer: str | Path, out: str | Path, max
         raise UserError(f"unit must be 'line' or 'paragraph', got {unit!r}")
     if not MIN_TOKENS <= max_length <= 65_536:
         raise UserError(f"max length must be between {MIN_TOKENS} and 65536, got {max_length}")
-    folder = resolve(tokenizer, allow_patterns=["*.json", "vocab.txt"])
+    folder = resolve(tokenizer, need="tokenizer")
     tok = Tokenizer.from_pretrained(folder)
     if tok.vocab_size > 65_536:
         raise UserError(f"a vocabulary of {tok.vocab_size} tokens does not fit uint16 shards (at most 65536)")
@@ -261,11 +262,5 @@ def epoch_batches(lengths: np.ndarray, batching: Batching, seed: int, epoch: int
 
 
 def collate(shards: TokenShards, rows: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    seqs = [shards[int(i)] for i in rows]
-    T = max(len(s) for s in seqs)
-    ids = np.full((len(seqs), T), pad_id, dtype=np.int64)
-    mask = np.zeros((len(seqs), T), dtype=np.int64)
-    for r, s in enumerate(seqs):
-        ids[r, : len(s)] = s
-        mask[r, : len(s)] = 1
-    return ids, mask
+    arrays = batching.collate([{"input_ids": shards[int(i)]} for i in rows], pad_id, token_types=False)
+    return arrays["input_ids"], arrays["attention_mask"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import batching
 from ..errors import UserError
 
 
@@ -33,21 +34,15 @@ def evaluate_mlm(model: str, texts: list[str], max_length: int = 128, probabilit
     tokenizer = Tokenizer.from_pretrained(folder)
     limit = min(max_length, config.max_position_embeddings)
     enc = tokenizer(texts, truncation=True, max_length=limit)["input_ids"]
-    order = np.argsort([len(ids) for ids in enc])
     generator = torch.Generator().manual_seed(seed)
     correct = total = 0
     nll = 0.0
     started = time.perf_counter()
     tokens = 0
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            rows = [enc[i] for i in order[start : start + batch_size]]
-            T = max(len(r) for r in rows)
-            ids = torch.full((len(rows), T), tokenizer.pad_token_id)
-            mask = torch.zeros((len(rows), T), dtype=torch.long)
-            for r, row in enumerate(rows):
-                ids[r, : len(row)] = torch.tensor(row)
-                mask[r, : len(row)] = 1
+        for rows in batching.group([len(ids) for ids in enc], batch_size):
+            arrays = batching.collate([{"input_ids": enc[i]} for i in rows], tokenizer.pad_token_id, token_types=False)
+            ids, mask = torch.from_numpy(arrays["input_ids"]), torch.from_numpy(arrays["attention_mask"])
             masked, labels = mask_tokens(ids, mask, tokenizer.all_special_ids, tokenizer.mask_token_id,
                                          config.vocab_size, generator, probability, (1.0, 0.0, 0.0))
             at = labels != IGNORE
@@ -58,6 +53,9 @@ def evaluate_mlm(model: str, texts: list[str], max_length: int = 128, probabilit
             total += int(at.sum())
             tokens += int(mask.sum())
     seconds = time.perf_counter() - started
+    if total == 0:
+        raise UserError(f"no token was masked in {len(texts)} texts (too short: each needs a word besides [CLS] "
+                        "and [SEP]); give longer held-out text")
     return {
         "model": str(folder),
         "texts": len(texts),

@@ -57,12 +57,13 @@ def new_model(out: str | os.PathLike, tokenizer: str | os.PathLike, family: str 
     """A freshly initialised masked LM (BERT's initialisation) with `tokenizer`'s vocabulary, for pretraining."""
     import torch
 
-    from ..checkpoint import resolve, save
+    from ..checkpoint import save
+    from ..hub import resolve
     from ..config import Config
     from ..model import build
     from ..tokenizer import Tokenizer
 
-    tok = Tokenizer.from_pretrained(resolve(tokenizer, allow_patterns=["*.json", "vocab.txt"]))
+    tok = Tokenizer.from_pretrained(resolve(tokenizer, need="tokenizer"))
     config = Config(family=family, vocab_size=tok.vocab_size, dim=dim, n_layers=n_layers, n_heads=n_heads,
                     hidden_dim=hidden_dim or 4 * dim, max_position_embeddings=max_position_embeddings,
                     type_vocab_size=2 if family == "bert" else 0, classifier_dropout=None if family == "bert" else 0.2)

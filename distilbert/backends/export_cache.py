@@ -1,0 +1,103 @@
+"""ONNX exports of PyTorch checkpoints, made once on first use and kept in a cache keyed by content.
+
+As sentence-transformers does with backend="onnx": the first call exports the checkpoint (validated and
+fused, as `distilbert export --optimize` does; with int8 when asked), says so in one line, and later
+calls reuse it. The key is a SHA-256 of the checkpoint's config and weights, so an edited or retrained
+checkpoint gets a fresh export and a moved copy finds the old one. Digests are remembered by path, size
+and modification time, so a lookup does not read the weights again.
+
+The cache lives in $DISTILBERT_CACHE, else $XDG_CACHE_HOME/distilbert, else ~/.cache/distilbert.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from .. import hub
+from ..errors import UserError
+
+
+def cache_root() -> Path:
+    if os.environ.get("DISTILBERT_CACHE"):
+        return Path(os.environ["DISTILBERT_CACHE"]).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "distilbert"
+
+
+def cached_export(folder: Path, task: str | None, precision: str = "fp32", create: bool = False) -> Path | None:
+    """The cached export of the checkpoint in `folder` for `task` (None: its own head), made if `create`."""
+    target = cache_root() / "onnx" / checkpoint_digest(folder)[:32] / (task or "default")
+    wanted = hub.ONNX_FILES.get(precision, hub.ONNX_FILES["fp32"])
+    if (target / wanted).is_file():
+        return target
+    if not create:
+        return None
+    if (target / "model.onnx").is_file() and precision == "int8":  # fp32 is cached: add int8 beside it
+        _quantize(target)
+        return target
+    print(f"exporting {folder} to ONNX once (validated against PyTorch); it is kept in {target}", file=sys.stderr)
+    try:
+        from ..onnx.export import export, write_report
+    except ImportError as e:
+        raise UserError(f"exporting to ONNX needs the torch extra ({e.name} is missing): pip install 'distilbert[torch]'") from None
+    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        report = export(folder, staging, task=task, optimize=True, quantize="int8" if precision == "int8" else None,
+                        log=lambda line: None)
+        write_report(staging, "export_report.json", report)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)  # whole or not at all: a killed export leaves no half folder behind
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _quantize(target: Path) -> None:
+    from ..config import Config
+    from ..onnx.quantize import quantize_int8
+    from ..tokenizer import Tokenizer
+
+    print(f"quantizing the cached export in {target} to int8 once", file=sys.stderr)
+    config = Config.from_file(target / "config.json")
+    report = json.loads((target / "export_report.json").read_text())
+    tmp = target / "model_quantized.onnx.tmp"
+    quantize_int8(target / "model.onnx", tmp, config, Tokenizer.from_pretrained(target), report["task"], None,
+                  log=lambda line: None)
+    for suffix in ("", "_data"):
+        os.replace(target / f"model_quantized.onnx.tmp{suffix}", target / f"model_quantized.onnx{suffix}")
+
+
+def checkpoint_digest(folder: Path) -> str:
+    """SHA-256 over config.json and the weight files, remembered by (path, size, mtime)."""
+    files = [folder / "config.json"] + sorted(p for name in hub.TORCH_WEIGHT_FILES for p in folder.glob(name.replace(".index.json", "*")))
+    files = sorted({p.resolve() for p in files if p.is_file()})
+    stamp = "|".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    memo_file = cache_root() / "digests.json"
+    try:
+        memo = json.loads(memo_file.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    if stamp in memo:
+        return memo[stamp]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                digest.update(chunk)
+    memo[stamp] = digest.hexdigest()
+    try:
+        memo_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo_file.with_name(f"digests.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(memo))
+        os.replace(tmp, memo_file)
+    except OSError:
+        pass  # a read-only cache still works, it only hashes again
+    return memo[stamp]

@@ -1,0 +1,51 @@
+"""One padding and batching policy: pipelines, the server, training and evaluation all batch through here.
+
+Rows are grouped by length, longest first, so little padding is computed; a group holds at most
+`max_batch` rows and at most `max_tokens` padded tokens (rows x its longest row). No torch here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+
+def group(lengths: Sequence[int], max_batch: int | None = None, max_tokens: int | None = None) -> list[list[int]]:
+    """Indices of `lengths` in groups, longest first, each within both limits (a row alone may exceed the budget)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]  # sorted: the group's first row is its longest
+        full = (max_batch is not None and len(current) >= max_batch) or (
+            max_tokens is not None and longest * (len(current) + 1) > max_tokens
+        )
+        if current and full:
+            groups.append(current)
+            current = []
+        current.append(i)
+    if current:
+        groups.append(current)
+    return groups
+
+
+def pad(rows: Sequence[Sequence[int]], value: int, length: int | None = None) -> np.ndarray:
+    """Right-pad rows to one length (the longest, or `length`): an int64 (B, T) array."""
+    T = length if length is not None else max((len(r) for r in rows), default=0)
+    out = np.full((len(rows), T), value, dtype=np.int64)
+    for r, row in enumerate(rows):
+        out[r, : len(row)] = row
+    return out
+
+
+def collate(rows: Sequence[Mapping[str, Sequence[int]]], pad_id: int, token_types: bool) -> dict[str, np.ndarray]:
+    """Encoded rows ({input_ids, token_type_ids?}) -> the model's padded inputs, attention mask included.
+
+    Mask convention, as everywhere in this package: 1 = attend, 0 = padding.
+    """
+    ids = [row["input_ids"] for row in rows]
+    arrays = {"input_ids": pad(ids, pad_id), "attention_mask": pad([[1] * len(r) for r in ids], 0)}
+    if token_types:
+        arrays["token_type_ids"] = pad([row.get("token_type_ids") or [0] * len(row["input_ids"]) for row in rows], 0)
+    return arrays
