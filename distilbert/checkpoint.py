@@ -109,7 +109,8 @@ def load(
     raw = read_state_dict(folder, dtype)
     origin: dict[str, str] = {}
     state = to_our_keys(config.family, raw, origin)
-    task = tasks.get(task).name if task else infer_task(config, set(state))
+    natural = infer_task(config, set(state))
+    task = tasks.get(task).name if task else natural
     with_pooler = task == "feature-extraction" and "encoder.pooler.dense.weight" in state
     with torch.device("meta"):  # a skeleton: no time spent initialising weights we are about to replace
         net = build(config, task, with_pooler, init=False)
@@ -128,6 +129,8 @@ def load(
         for k in set(state) & set(expected)
         if tuple(state[k].shape) != tuple(expected[k].shape)
     )
+    if missing and not allow_new_head and task != natural and all(HEAD_KEYS.match(k) for k in missing):
+        raise tasks.head_mismatch(natural, task)
     problems = []
     if missing:
         problems.append(f"missing keys: {', '.join(missing)}")

@@ -49,6 +49,29 @@ def fill_mask(text: list[str], model: str = DEFAULT_MODEL, top_k: int = 5, targe
         print()
 
 
+def classify(text: list[str] | None = None, file: str | None = None, model: str = DEFAULT_MODEL,
+             top_k: int | None = None, pairs: bool = False, json_output: bool = False, backend: str | None = None,
+             precision: str = "fp32", threads: int | None = None, batch_size: int = 32) -> None:
+    """Classify each TEXT, or each line of --file (or stdin); with --pairs each line is A<TAB>B."""
+    from .pipelines import pipeline
+
+    items = _inputs(text, file, pairs)
+    classifier = pipeline("text-classification", model=model, backend=backend, precision=precision, threads=threads,
+                          batch_size=batch_size)
+    options = {} if top_k is None else {"top_k": top_k}
+    for chunk in _chunks(items, "classifying"):
+        for item, answer in zip(chunk, classifier(chunk, **options)):
+            if not options and isinstance(item, str):
+                answer = [answer]  # what the pipeline answers for this text alone
+            if json_output:
+                print(json.dumps(answer, ensure_ascii=False))
+                continue
+            title = item if isinstance(item, str) else f"{item['text']}  |  {item['text_pair']}"
+            print(title)
+            for row in answer if isinstance(answer, list) else [answer]:
+                print(f"  {row['score']:7.4f}  {row['label']}")
+
+
 def embed(file: str = "-", model: str = DEFAULT_MODEL, pooling: str | None = None, normalize: bool = False,
           output: str | None = None, batch_size: int = 32, backend: str | None = None, precision: str = "fp32",
           threads: int | None = None) -> None:
@@ -252,6 +275,28 @@ def _read_lines(file: str) -> list[str]:
     return lines
 
 
+def _inputs(text: list[str] | None, file: str | None, pairs: bool = False) -> list:
+    """Texts given as arguments, else one per line of --file or stdin; with pairs, {"text", "text_pair"} from A<TAB>B."""
+    if text and file:
+        raise UserError("give texts as arguments or --file, not both")
+    if text:
+        lines = list(text)
+        for t in lines:
+            if not t.strip():
+                raise UserError("empty text: give a text, or --file with one text per line")
+    else:
+        lines = [line for line in _read_lines(file or "-") if line.strip()]
+    if not pairs:
+        return lines
+    out = []
+    for number, line in enumerate(lines, 1):
+        if "\t" not in line:
+            raise UserError(f"line {number} has no tab: with --pairs every input must be A<TAB>B")
+        a, b = line.split("\t", 1)
+        out.append({"text": a, "text_pair": b})
+    return out
+
+
 def _chunks(items: list[str], what: str) -> Iterator[list[str]]:
     from tqdm import tqdm
 
@@ -325,6 +370,16 @@ def _fill_mask_args(p):
     p.add_argument("--top-k", type=_positive, default=5)
     p.add_argument("--targets", nargs="+", help="score only these words")
     p.add_argument("--json", dest="json_output", action="store_true", help="the pipeline's output as JSON")
+
+
+def _classify_args(p):
+    p.add_argument("text", nargs="*", help="text(s) to classify; none: one per line from --file or stdin")
+    p.add_argument("--file", "-f", help="one text per line (A<TAB>B with --pairs); - reads stdin")
+    _add_model(p)
+    p.add_argument("--top-k", type=_positive, help="this many labels per text, best first (default: the best one)")
+    p.add_argument("--pairs", action="store_true", help="each input is a pair A<TAB>B")
+    p.add_argument("--batch-size", type=_positive, default=32)
+    p.add_argument("--json", dest="json_output", action="store_true", help="the pipeline's output, one JSON value per input")
 
 
 def _embed_args(p):
@@ -440,6 +495,7 @@ def _info_args(p):
 
 COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     "fill-mask": (fill_mask, _fill_mask_args, "predict [MASK] tokens"),
+    "classify": (classify, _classify_args, "text classification (sentiment and the like)"),
     "embed": (embed, _embed_args, "sentence embeddings, one per input line"),
     "tokenize": (tokenize, _tokenize_args, "token ids, one JSON object per input line"),
     "info": (info, _info_args, "describe a model"),
@@ -454,8 +510,15 @@ COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage mistake is one line too, like every other user error (subcommands inherit this class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="distilbert", description="DistilBERT end to end.")
+    p = _Parser(prog="distilbert", description="DistilBERT end to end.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (_, add_args, summary) in COMMANDS.items():
