@@ -67,6 +67,13 @@ def save_reference(model, folder: Path, tokenizer: bool = True, **kwargs) -> Pat
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def export_cache(tmp_path_factory):
+    """ONNX exports made on first use (backend="onnx" on a PyTorch folder) go to a temporary cache, not ~/.cache."""
+    os.environ["DISTILBERT_CACHE"] = str(tmp_path_factory.mktemp("distilbert-cache"))
+    return os.environ["DISTILBERT_CACHE"]
+
+
 @pytest.fixture(scope="session")
 def checkpoint_factory(tmp_path_factory):
     """checkpoint_factory(family, arch, vocab="real"|"tiny") -> (folder, transformers model), cached per session."""

@@ -67,11 +67,16 @@ def _quantize(target: Path) -> None:
     print(f"quantizing the cached export in {target} to int8 once", file=sys.stderr)
     config = Config.from_file(target / "config.json")
     report = json.loads((target / "export_report.json").read_text())
-    tmp = target / "model_quantized.onnx.tmp"
-    quantize_int8(target / "model.onnx", tmp, config, Tokenizer.from_pretrained(target), report["task"], None,
-                  log=lambda line: None)
-    for suffix in ("", "_data"):
-        os.replace(target / f"model_quantized.onnx.tmp{suffix}", target / f"model_quantized.onnx{suffix}")
+    staging = target / ".int8"  # the graph names its weights file, so both are made under their final names
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        quantize_int8(target / "model.onnx", staging / "model_quantized.onnx", config, Tokenizer.from_pretrained(target),
+                      report["task"], None, log=lambda line: None)
+        for item in sorted(staging.iterdir(), key=lambda p: p.name == "model_quantized.onnx"):  # the graph last
+            os.replace(item, target / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def checkpoint_digest(folder: Path) -> str:
