@@ -346,7 +346,8 @@ OPTIONS: dict[str, Option] = {o.flags[0]: o for o in (
     # what to run, and on what
     option("model", help="model folder or hub id"),
     option("--model", "-m", help="model folder or hub id"),
-    option("--backend", choices=BACKENDS, help="runtime (default: onnx for an exported folder or a cached export, else torch)"),
+    option("--backend", choices=BACKENDS,
+           help="runtime (default: onnx for an exported folder or a cached export, else torch)"),
     option("--precision", choices=PRECISIONS,
            help="fp32 exact; int8 runs model_quantized.onnx; bf16 holds torch weights in bfloat16"),
     option("--threads", type=_positive, help="compute threads (default: the cores this process may use)"),
