@@ -1,19 +1,30 @@
 """The `distilbert` command: a table of subcommands, each a plain function that Python can call too.
 
 Heavy imports (torch, onnxruntime) happen inside the commands. A user mistake is one line on stderr and
-exit status 2, never a traceback.
+exit status 2, never a traceback (unless --debug or DISTILBERT_DEBUG=1 asks for it); anything else is our
+bug, and Python prints its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from .backends import BACKENDS, PRECISIONS
+from .config import FAMILIES
 from .errors import UserError
+from .onnx.export import DEFAULT_OPSET, QUANTIZATIONS
+from .pipelines.features import POOLINGS
+from .tasks import TASKS
+from .train.data import UNITS
 
 DEFAULT_MODEL = "distilbert-base-uncased"
 PROGRESS_OVER = 200  # lines; a progress bar on stderr for longer inputs
@@ -160,7 +171,7 @@ def info(model: str) -> None:
         print(f"{label + ':':<19}{value}")
 
 
-def export(model: str, out_dir: str, task: str | None = None, opset: int = 17, optimize: bool = False,
+def export(model: str, out_dir: str, task: str | None = None, opset: int = DEFAULT_OPSET, optimize: bool = False,
            quantize: str | None = None, drift_text: str | None = None) -> None:
     """Export MODEL to OUT_DIR/model.onnx (+ config and tokenizer), validated against PyTorch."""
     try:
@@ -343,15 +354,27 @@ def _parameter_count(folder: Path, config) -> tuple[int, str]:
 
 
 # --- the table ----------------------------------------------------------------------------------------
+#
+# Each option is declared once, in OPTIONS (shared) or inline in its command's list (its own). Its default,
+# and whether it is required, come from the command function's signature; its choices from the source
+# tables. A positional argument is an Option whose first flag has no dashes. A bool default is a switch.
+# Adding a command: a plain function above, then one COMMANDS row naming its options; its docstring's first
+# line is its help.
 
 
-def _add_model(p: argparse.ArgumentParser, backend: bool = True) -> None:
-    p.add_argument("--model", "-m", default=DEFAULT_MODEL, help=f"model folder or hub id (default {DEFAULT_MODEL})")
-    if backend:
-        p.add_argument("--backend", choices=("torch", "onnx"), help="runtime (default: onnx for a folder with only model.onnx)")
-        p.add_argument("--precision", choices=("fp32", "int8", "bf16"), default="fp32",
-                       help="fp32 exact (default); int8 runs model_quantized.onnx; bf16 holds torch weights in bfloat16")
-        p.add_argument("--threads", type=_positive, help="compute threads (default: the physical cores)")
+@dataclass(frozen=True)
+class Option:
+    flags: tuple[str, ...]  # ("--model", "-m"); ("model",) for a positional argument
+    help: str | None = None
+    type: Callable | None = None  # default: int or float when the signature's default is one, else str
+    choices: tuple | None = None
+    nargs: str | int | None = None
+    metavar: str | None = None
+    dest: str | None = None  # the function's parameter, when it is not the flag's name
+
+
+def option(*flags: str, **spec) -> Option:
+    return Option(flags, **spec)
 
 
 def _positive(value: str) -> int:
@@ -364,149 +387,109 @@ def _positive(value: str) -> int:
     return n
 
 
-def _fill_mask_args(p):
-    p.add_argument("text", nargs="+", help="text(s) with [MASK]")
-    _add_model(p)
-    p.add_argument("--top-k", type=_positive, default=5)
-    p.add_argument("--targets", nargs="+", help="score only these words")
-    p.add_argument("--json", dest="json_output", action="store_true", help="the pipeline's output as JSON")
+OPTIONS: dict[str, Option] = {o.flags[0]: o for o in (
+    # what to run, and on what
+    option("model", help="model folder or hub id"),
+    option("--model", "-m", help="model folder or hub id"),
+    option("--backend", choices=BACKENDS,
+           help="runtime (default: onnx for an exported folder or a cached export, else torch)"),
+    option("--precision", choices=PRECISIONS,
+           help="fp32 exact; int8 runs model_quantized.onnx; bf16 holds torch weights in bfloat16"),
+    option("--threads", type=_positive, help="compute threads (default: the cores this process may use)"),
+    option("--task", choices=tuple(TASKS), help="default: the head the checkpoint was saved with"),
+    option("--tokenizer", help="model folder or hub id whose tokenizer to use"),
+    # inputs and outputs
+    option("text", nargs="+", help="text(s) with [MASK]"),
+    option("file", help="one text per line; - or nothing reads stdin"),
+    option("--text", nargs="+", help="held-out text file(s), one text a line"),
+    option("--json", dest="json_output", help="print the result as JSON"),
+    option("out", help="folder to write"),
+    option("--out", help="folder to write"),
+    option("--max-length", type=_positive, help="tokens per text, [CLS] and [SEP] included (default: the tokenizer's)"),
+    option("--batch-size", type=_positive),
+    option("--seed", type=int),
+    # fill-mask
+    option("--top-k", type=_positive),
+    option("--targets", nargs="+", help="score only these words"),
+    # embed
+    option("--pooling", choices=POOLINGS, help="default: the folder's sentence-transformers setting, else mean"),
+    option("--normalize", help="L2-normalise each embedding"),
+    # tokenize
+    option("--pairs", help="each line is A<TAB>B"),
+    # export
+    option("out_dir", help="folder to write model.onnx, config.json and the tokenizer into"),
+    option("--opset", type=_positive),
+    option("--optimize", help="ONNX Runtime's transformer fusions"),
+    option("--quantize", choices=QUANTIZATIONS, help="also write model_quantized.onnx (dynamic int8)"),
+    option("--drift-text", help="text file (one text a line; the first 512 are used) to measure int8 drift on"),
+    # training
+    option("text_files", nargs="+", metavar="TEXT_FILE"),
+    option("--unit", choices=UNITS, help="a document is a line, or lines up to a blank one"),
+    option("--workers", type=_positive, help="tokenising processes (default: all cores)"),
+    option("--family", choices=FAMILIES),
+    option("--dim", type=_positive),
+    option("--layers", type=_positive),
+    option("--heads", type=_positive),
+    option("--hidden-dim", type=_positive, help="feed-forward width (default 4 x dim)"),
+    option("--max-positions", type=_positive),
+    option("teacher", help="teacher folder or hub id (a masked LM)"),
+    option("--teacher"),
+    option("--student"),
+    option("--data", help="a folder made by prepare-data"),
+    option("--resume", help="continue the run in --out from its last checkpoint"),
+    option("--recipe", help="JSON recipe file; flags override it"),
+    option("run", help="a training output folder (with log.jsonl)"),
+)}
+
+RUNTIME = ["--model", "--backend", "--precision", "--threads"]
 
 
-def _classify_args(p):
-    p.add_argument("text", nargs="*", help="text(s) to classify; none: one per line from --file or stdin")
-    p.add_argument("--file", "-f", help="one text per line (A<TAB>B with --pairs); - reads stdin")
-    _add_model(p)
-    p.add_argument("--top-k", type=_positive, help="this many labels per text, best first (default: the best one)")
-    p.add_argument("--pairs", action="store_true", help="each input is a pair A<TAB>B")
-    p.add_argument("--batch-size", type=_positive, default=32)
-    p.add_argument("--json", dest="json_output", action="store_true", help="the pipeline's output, one JSON value per input")
-
-
-def _embed_args(p):
-    p.add_argument("file", nargs="?", default="-", help="one text per line; - or nothing reads stdin")
-    _add_model(p)
-    p.add_argument("--pooling", choices=("cls", "mean", "max"), help="default: the folder's sentence-transformers setting, else mean")
-    p.add_argument("--normalize", action="store_true", help="L2-normalise each embedding")
-    p.add_argument("--output", "-o", help="write one float32 (lines, dim) matrix to this .npy file")
-    p.add_argument("--batch-size", type=_positive, default=32)
-
-
-def _tokenize_args(p):
-    p.add_argument("file", nargs="?", default="-", help="one text per line; - or nothing reads stdin")
-    _add_model(p, backend=False)
-    p.add_argument("--pairs", action="store_true", help="each line is A<TAB>B")
-    p.add_argument("--max-length", type=_positive, help="truncate to this many tokens (default: the tokenizer's)")
-
-
-def _export_args(p):
-    p.add_argument("model", help="model folder or hub id")
-    p.add_argument("out_dir", help="folder to write model.onnx, config.json and the tokenizer into")
-    p.add_argument("--task", choices=("fill-mask", "feature-extraction", "text-classification", "token-classification",
-                                      "question-answering"), help="default: the head the checkpoint was saved with")
-    p.add_argument("--opset", type=_positive, default=17)
-    p.add_argument("--optimize", action="store_true", help="ONNX Runtime's transformer fusions")
-    p.add_argument("--quantize", choices=("int8",), help="also write model_quantized.onnx (dynamic int8)")
-    p.add_argument("--drift-text", help="text file (one text a line; the first 512 are used) to measure int8 drift on")
-
-
-def _prepare_data_args(p):
-    p.add_argument("text_files", nargs="+", metavar="TEXT_FILE")
-    p.add_argument("--tokenizer", required=True, help="model folder or hub id whose tokenizer to use")
-    p.add_argument("--out", required=True, help="new folder for the shards")
-    p.add_argument("--max-length", type=_positive, default=512, help="tokens per sequence, [CLS] and [SEP] included")
-    p.add_argument("--unit", choices=("line", "paragraph"), default="line", help="a document is a line, or lines up to a blank one")
-    p.add_argument("--workers", type=_positive, help="tokenising processes (default: all cores)")
-
-
-def _new_model_args(p):
-    p.add_argument("out")
-    p.add_argument("--tokenizer", required=True, help="model folder or hub id whose vocabulary to use")
-    p.add_argument("--family", choices=("bert", "distilbert"), default="bert")
-    p.add_argument("--dim", type=_positive, default=256)
-    p.add_argument("--layers", type=_positive, default=4)
-    p.add_argument("--heads", type=_positive, default=4)
-    p.add_argument("--hidden-dim", type=_positive, help="feed-forward width (default 4 x dim)")
-    p.add_argument("--max-positions", type=_positive, default=512)
-    p.add_argument("--seed", type=int, default=0)
-
-
-def _init_student_args(p):
-    p.add_argument("teacher", help="teacher folder or hub id (a masked LM)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--layers", help="teacher layers to copy, e.g. 0,2,4,7,9,11 (default: every other, first and last kept)")
-
-
-def _recipe_args(p):
-    """One flag per recipe setting; unset flags keep the recipe file's value (or the default)."""
+def recipe_options() -> list[Option]:
+    """One flag per Recipe setting; an unset flag keeps the recipe file's value (or the Recipe default)."""
     import dataclasses
 
     from .train.recipe import Recipe
 
-    p.add_argument("--out", required=True)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--recipe", help="JSON recipe file; flags override it")
-    skip = {"student", "teacher", "data", "out", "extra"}
+    options = []
     for f in dataclasses.fields(Recipe):
-        if f.name in skip:
+        if f.name in ("student", "teacher", "data", "out", "extra"):
             continue
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default
+        flag, default = "--" + f.name.replace("_", "-"), f.default
+        said = f"recipe default {default}"
         if isinstance(default, bool):
-            p.add_argument(flag, action="store_const", const=True, default=None)
+            options.append(option(flag, type=bool, help=said))
         elif isinstance(default, tuple):
-            p.add_argument(flag, type=float, nargs=len(default), default=None)
-        elif f.name in ("max_steps",):
-            p.add_argument(flag, type=_positive, default=None)
+            options.append(option(flag, type=float, nargs=len(default), help=said))
+        elif f.name == "max_steps":
+            options.append(option(flag, type=_positive, help="stop after this many optimizer steps"))
         elif f.name == "mlm_smoothing":
-            p.add_argument(flag, type=float, default=None, help="0.7 as the original; 0 for uniform masking")
+            options.append(option(flag, type=float, help=f"{said}, as the original; 0 for uniform masking"))
         else:
-            p.add_argument(flag, type=type(default), default=None)
+            options.append(option(flag, type=type(default), help=said))
+    return options
 
 
-def _distill_args(p):
-    p.add_argument("--teacher", required=True)
-    p.add_argument("--student", required=True)
-    p.add_argument("--data", required=True)
-    _recipe_args(p)
-
-
-def _pretrain_args(p):
-    p.add_argument("--model", required=True, help="the masked LM to train (see new-model)")
-    p.add_argument("--data", required=True)
-    _recipe_args(p)
-
-
-def _evaluate_mlm_args(p):
-    p.add_argument("model")
-    p.add_argument("--text", nargs="+", required=True, help="held-out text file(s), one text a line")
-    p.add_argument("--max-length", type=_positive, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", dest="json_output", action="store_true")
-
-
-def _plot_run_args(p):
-    p.add_argument("run", help="a training output folder (with log.jsonl)")
-    p.add_argument("--output", help="PNG to write (default RUN/losses.png)")
-
-
-def _info_args(p):
-    p.add_argument("model", help="model folder or hub id")
-
-
-COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
-    "fill-mask": (fill_mask, _fill_mask_args, "predict [MASK] tokens"),
-    "classify": (classify, _classify_args, "text classification (sentiment and the like)"),
-    "embed": (embed, _embed_args, "sentence embeddings, one per input line"),
-    "tokenize": (tokenize, _tokenize_args, "token ids, one JSON object per input line"),
-    "info": (info, _info_args, "describe a model"),
-    "export": (export, _export_args, "export to ONNX, validated"),
-    "prepare-data": (prepare_data, _prepare_data_args, "tokenise text into training shards"),
-    "new-model": (new_model, _new_model_args, "a freshly initialised masked LM to pretrain"),
-    "init-student": (init_student, _init_student_args, "a DistilBERT student from a BERT teacher"),
-    "distill": (distill, _distill_args, "distil a teacher into a student (triple loss)"),
-    "pretrain": (pretrain, _pretrain_args, "masked-LM training without a teacher"),
-    "evaluate-mlm": (evaluate_mlm, _evaluate_mlm_args, "masked-LM accuracy and perplexity on held-out text"),
-    "plot-run": (plot_run, _plot_run_args, "draw a run's loss curves as a PNG"),
+COMMANDS: dict[str, tuple[Callable, list[str | Option]]] = {
+    "fill-mask": (fill_mask, ["text", *RUNTIME, "--top-k", "--targets", "--json"]),
+    "classify": (classify, [option("text", nargs="*", help="text(s) to classify; none: one per line of --file or stdin"),
+                            option("--file", "-f", help="one text per line (A<TAB>B with --pairs); - reads stdin"),
+                            *RUNTIME, option("--top-k", type=_positive, help="this many labels per text, best first"),
+                            "--pairs", "--batch-size", "--json"]),
+    "embed": (embed, ["file", *RUNTIME, "--pooling", "--normalize",
+                      option("--output", "-o", help="write one float32 (lines, dim) matrix to this .npy file"),
+                      "--batch-size"]),
+    "tokenize": (tokenize, ["file", "--model", "--pairs", "--max-length"]),
+    "info": (info, ["model"]),
+    "export": (export, ["model", "out_dir", "--task", "--opset", "--optimize", "--quantize", "--drift-text"]),
+    "prepare-data": (prepare_data, ["text_files", "--tokenizer", "--out", "--max-length", "--unit", "--workers"]),
+    "new-model": (new_model, ["out", "--tokenizer", "--family", "--dim", "--layers", "--heads", "--hidden-dim",
+                              "--max-positions", "--seed"]),
+    "init-student": (init_student, ["teacher", "--out", option(
+        "--layers", help="teacher layers to copy, e.g. 0,2,4,7,9,11 (default: every other, first and last kept)")]),
+    "distill": (distill, ["--teacher", "--student", "--data", "--out", "--resume", "--recipe", *recipe_options()]),
+    "pretrain": (pretrain, ["--model", "--data", "--out", "--resume", "--recipe", *recipe_options()]),
+    "evaluate-mlm": (evaluate_mlm, ["model", "--text", "--max-length", "--seed", "--json"]),
+    "plot-run": (plot_run, ["run", option("--output", help="PNG to write (default RUN/losses.png)")]),
 }
 
 
@@ -519,23 +502,71 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="distilbert", description="DistilBERT end to end.")
+    p.add_argument("--debug", action="store_true", help="print the full traceback of any error (or DISTILBERT_DEBUG=1)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, (_, add_args, summary) in COMMANDS.items():
-        add_args(sub.add_parser(name, help=summary, description=summary))
+    for name, (function, options) in COMMANDS.items():
+        summary = (function.__doc__ or "").strip().splitlines()[0]
+        command = sub.add_parser(name, help=summary, description=summary)
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        parameters = inspect.signature(function).parameters
+        for spec in options:
+            _add_option(command, OPTIONS[spec] if isinstance(spec, str) else spec, parameters)
     return p
+
+
+def _add_option(p: argparse.ArgumentParser, spec: Option, parameters) -> None:
+    """The spec with its default (or required) from the function's parameter; None for one taken by **settings."""
+    positional = not spec.flags[0].startswith("-")
+    dest = spec.dest or spec.flags[0].lstrip("-").replace("-", "_")
+    parameter = parameters.get(dest)
+    if parameter is None and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        raise TypeError(f"option {spec.flags[0]} names no parameter of the command's function")
+    default = None if parameter is None else parameter.default
+    kwargs = {k: v for k, v in vars(spec).items() if k not in ("flags", "dest") and v is not None}
+    if not positional and spec.dest:
+        kwargs["dest"] = spec.dest
+    if default is inspect.Parameter.empty:
+        if not positional:
+            kwargs["required"] = True
+        return p.add_argument(*spec.flags, **kwargs)
+    if spec.type is bool or isinstance(default, bool):
+        kwargs.pop("type", None)
+        kwargs["action"] = "store_true"
+    elif spec.type is None and type(default) in (int, float):
+        kwargs["type"] = type(default)
+    if positional and "nargs" not in kwargs:
+        kwargs["nargs"] = "?"
+    if default not in (None, False, "-") and "help" in kwargs:
+        kwargs["help"] += f" (default {default})"
+    elif default not in (None, False, "-"):
+        kwargs["help"] = f"default {default}"
+    p.add_argument(*spec.flags, default=default, **kwargs)
+
+
+def debugging(args: dict) -> bool:
+    return bool(args.pop("debug", False)) or os.environ.get("DISTILBERT_DEBUG", "") not in ("", "0")
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
     args = vars(parser().parse_args(argv))
+    debug = debugging(args)
     command = COMMANDS[args.pop("command")][0]
     try:
         command(**args)
     except UserError as e:
+        if debug:  # the whole chain, the causes a UserError hides with `from None` included
+            cause = e
+            while cause is not None:
+                cause.__suppress_context__ = False
+                cause = cause.__cause__ or cause.__context__
+            traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if debug:
+            raise
         return 130
     except BrokenPipeError:  # `distilbert embed ... | head`
         sys.stderr.close()

@@ -124,3 +124,44 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, broken, mlm_checkpoint):
     assert_user_error(run("fill-mask", "a [MASK]", "--model", "distilbert-base-uncased", ok=False), "pass its path")
     usage = run("fill-mask", ok=False)
     assert usage.returncode == 2 and "Traceback" not in usage.stderr
+
+
+def test_each_option_declared_once_and_matching_its_function():
+    """Every command's options are exactly its function's parameters, defaults and choices from one place."""
+    import inspect
+
+    from distilbert import cli
+    from distilbert.backends import BACKENDS
+    from distilbert.onnx.export import DEFAULT_OPSET
+    from distilbert.pipelines.features import POOLINGS
+    from distilbert.tasks import TASKS
+
+    subcommands = next(a for a in cli.parser()._actions if a.dest == "command").choices
+    for name, (function, _) in cli.COMMANDS.items():
+        actions = {a.dest: a for a in subcommands[name]._actions if a.dest not in ("help", "debug")}
+        parameters = inspect.signature(function).parameters
+        named = {p for p, v in parameters.items() if v.kind is not v.VAR_KEYWORD}
+        assert named <= set(actions), (name, named - set(actions))
+        for dest, action in actions.items():
+            if dest in parameters and parameters[dest].default is not inspect.Parameter.empty:
+                assert action.default == parameters[dest].default, (name, dest)
+    fill_mask = {a.dest: a for a in subcommands["fill-mask"]._actions}
+    assert tuple(fill_mask["backend"].choices) == BACKENDS
+    assert tuple({a.dest: a for a in subcommands["embed"]._actions}["pooling"].choices) == POOLINGS
+    export = {a.dest: a for a in subcommands["export"]._actions}
+    assert tuple(export["task"].choices) == tuple(TASKS) and export["opset"].default == DEFAULT_OPSET
+    assert cli.parser().parse_args(["--debug", "info", "x"]).debug
+    assert cli.parser().parse_args(["info", "x", "--debug"]).debug
+    assert not cli.parser().parse_args(["info", "x"]).debug
+
+
+def test_debug_shows_the_traceback_of_a_user_error(tmp_path):
+    missing = tmp_path / "nowhere"
+    plain = run("info", missing, ok=False)
+    assert_user_error(plain, "does not exist")
+    for p in (run("--debug", "info", missing, ok=False),
+              subprocess.run([COMMAND, "info", str(missing)], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "HF_HUB_OFFLINE": "1", "DISTILBERT_DEBUG": "1"})):
+        assert p.returncode == 2, p.stderr
+        assert "Traceback (most recent call last)" in p.stderr and "UserError" in p.stderr
+        assert p.stderr.strip().splitlines()[-1].startswith("error: ") and "does not exist" in p.stderr

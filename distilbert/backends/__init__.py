@@ -21,6 +21,7 @@ from ..config import Config
 from ..errors import UserError
 
 BACKENDS = ("torch", "onnx")
+PRECISIONS = ("fp32", "int8", "bf16")  # int8: onnx only; bf16: torch only
 
 
 class Backend(Protocol):

@@ -22,6 +22,7 @@ from ..errors import UserError
 from .files import data_file, onnx_bytes, save_model, write_report  # noqa: F401  (re-exported)
 
 DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17 on
+QUANTIZATIONS = ("int8",)
 FP32_TOLERANCE = 1e-4
 SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "1_Pooling", "2_Normalize")
 
@@ -45,8 +46,8 @@ def export(
     from ..tokenizer import Tokenizer
 
     task = tasks.get(task).name if task is not None else None
-    if quantize not in (None, "int8"):
-        raise UserError(f"unknown quantization {quantize!r}; only int8 is supported")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise UserError(f"unknown quantization {quantize!r}; expected one of {', '.join(QUANTIZATIONS)}")
     out = _writable_folder(Path(out_dir))
     net, config, folder = load(model, task)
     task = task or task_of(net)

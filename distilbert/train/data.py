@@ -24,6 +24,7 @@ from ..errors import UserError
 MIN_TOKENS = 12  # sequences of 11 tokens or fewer are dropped (lm_seqs_dataset.remove_empty_sequences)
 SHARD_TOKENS = 50_000_000  # ~100 MB a shard
 CHUNK_DOCUMENTS = 2000  # documents a worker tokenises at once
+UNITS = ("line", "paragraph")  # what a document is
 
 
 # --- preparation ------------------------------------------------------------------------------------
@@ -124,8 +125,8 @@ def prepare(paths: list[str | Path], tokenizer: str | Path, out: str | Path, max
     for path in paths:
         if not path.is_file():
             raise UserError(f"text file {path} does not exist")
-    if unit not in ("line", "paragraph"):
-        raise UserError(f"unit must be 'line' or 'paragraph', got {unit!r}")
+    if unit not in UNITS:
+        raise UserError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
     if not MIN_TOKENS <= max_length <= 65_536:
         raise UserError(f"max length must be between {MIN_TOKENS} and 65536, got {max_length}")
     folder = resolve(tokenizer, need="tokenizer")
