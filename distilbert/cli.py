@@ -23,6 +23,7 @@ from .config import FAMILIES
 from .errors import UserError
 from .onnx.export import DEFAULT_OPSET, QUANTIZATIONS
 from .pipelines.features import POOLINGS
+from .pipelines.token_classification import STRATEGIES
 from .tasks import TASKS
 from .train.data import UNITS
 
@@ -81,6 +82,23 @@ def classify(text: list[str] | None = None, file: str | None = None, model: str 
             print(title)
             for row in answer if isinstance(answer, list) else [answer]:
                 print(f"  {row['score']:7.4f}  {row['label']}")
+
+
+def ner(text: list[str] | None = None, file: str | None = None, model: str = DEFAULT_MODEL,
+        aggregation: str = "simple", stride: int | None = None, json_output: bool = False, backend: str | None = None,
+        precision: str = "fp32", threads: int | None = None, batch_size: int = 32) -> None:
+    """Named entities in each TEXT, or in each line of --file (or stdin)."""
+    from .pipelines import pipeline
+
+    items = _inputs(text, file)
+    tagger = pipeline("token-classification", model=model, backend=backend, precision=precision, threads=threads,
+                      batch_size=batch_size, aggregation_strategy=aggregation, stride=stride)
+    for chunk in _chunks(items, "tagging"):
+        for item, entities in zip(chunk, tagger(chunk)):  # each: what the pipeline answers for this text alone
+            if json_output:
+                print(json.dumps(entities, ensure_ascii=False))
+            else:
+                _print_entities(item, entities)
 
 
 def embed(file: str = "-", model: str = DEFAULT_MODEL, pooling: str | None = None, normalize: bool = False,
@@ -318,6 +336,21 @@ def _chunks(items: list[str], what: str) -> Iterator[list[str]]:
             bar.update(len(chunk))
 
 
+def _print_entities(text: str, entities: list[dict]) -> None:
+    print(text)
+    if not entities:
+        print("  (no entities)\n")
+        return
+    kind = "entity_group" if "entity_group" in entities[0] else "entity"
+    width = max(len(kind), *(len(e[kind]) for e in entities))
+    index = "index" in entities[0]
+    print(f"  {kind:<{width}}  {'score':>6}  {'index  ' if index else ''}{'start':>5}  {'end':>5}  word")
+    for e in entities:
+        at = f"{e['index']:>5}  " if index else ""
+        print(f"  {e[kind]:<{width}}  {e['score']:6.4f}  {at}{e['start']:>5}  {e['end']:>5}  {e['word']}")
+    print()
+
+
 def _check_writable(path: Path) -> None:
     if path.is_dir():
         raise UserError(f"--output {path} is a folder; give a file name such as embeddings.npy")
@@ -475,6 +508,14 @@ COMMANDS: dict[str, tuple[Callable, list[str | Option]]] = {
                             option("--file", "-f", help="one text per line (A<TAB>B with --pairs); - reads stdin"),
                             *RUNTIME, option("--top-k", type=_positive, help="this many labels per text, best first"),
                             "--pairs", "--batch-size", "--json"]),
+    "ner": (ner, [option("text", nargs="*", help="text(s) to tag; none: one per line of --file or stdin"),
+                  option("--file", "-f", help="one text per line; - reads stdin"), *RUNTIME,
+                  option("--aggregation", choices=STRATEGIES,
+                         help="none: every token; simple: adjacent tokens of one tag joined; first, average, max: "
+                              "one tag per word, from its first piece, its averaged scores or its surest piece"),
+                  option("--stride", type=int,
+                         help="tokens shared by the windows a long text is split into (default: a quarter of one)"),
+                  "--batch-size", "--json"]),
     "embed": (embed, ["file", *RUNTIME, "--pooling", "--normalize",
                       option("--output", "-o", help="write one float32 (lines, dim) matrix to this .npy file"),
                       "--batch-size"]),

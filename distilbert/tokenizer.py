@@ -37,6 +37,10 @@ TRUNCATION = ("longest_first", "only_first", "only_second")
 class Tokenizer:
     """Texts (and text pairs) to `input_ids`, `token_type_ids`, `attention_mask`, and back."""
 
+    # Rust `tokenizers` track each token's characters in the raw text (transformers' "fast" tokenizers);
+    # a tokenizer without offsets sets this False, and what needs word boundaries refuses it.
+    has_offsets = True
+
     def __init__(
         self,
         backend: RustTokenizer,
@@ -186,6 +190,11 @@ class Tokenizer:
 
     def convert_ids_to_tokens(self, ids: Sequence[int]) -> list[str]:
         return [self.backend.id_to_token(int(i)) for i in ids]
+
+    def convert_tokens_to_string(self, tokens: Sequence[str]) -> str:
+        """Tokens back to text through the decoder ("##" pieces joined), as transformers' fast tokenizers do."""
+        decoder = self.backend.decoder
+        return decoder.decode(list(tokens)) if decoder is not None else " ".join(tokens)
 
     def tokenize(self, text: str) -> list[str]:
         with self._lock:  # truncation and padding are shared state: never read them while a call sets them

@@ -25,7 +25,8 @@ def pipeline(
     the checkpoint exists (see backends.export_cache), else PyTorch. backend="onnx" on a PyTorch checkpoint
     exports it once, validated, into that cache.
     precision: "fp32" (exact, the default), "int8" (onnx: model_quantized.onnx) or "bf16" (torch, bfloat16 weights).
-    options go to the pipeline (feature-extraction: pooling, normalize).
+    options go to the pipeline (feature-extraction: pooling, normalize; token-classification:
+    aggregation_strategy, ignore_labels, stride).
     """
     from ..backends import load_backend
     from ..tokenizer import Tokenizer
