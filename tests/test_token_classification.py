@@ -111,9 +111,9 @@ def checkpoint(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def onnx_folder(checkpoint, tmp_path_factory):
+def onnx_folder(checkpoint, texts, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"ner-{checkpoint.family}-onnx")
-    distilbert.onnx.export(checkpoint.folder, out, quantize="int8", log=lambda line: None)
+    distilbert.onnx.export(checkpoint.folder, out, quantize="int8", drift_texts=texts, log=lambda line: None)
     return out
 
 
@@ -268,6 +268,9 @@ def test_int8_stays_close_to_fp32(checkpoint, onnx_folder, texts):
     a, b = fp32(texts, aggregation_strategy="simple"), int8(texts, aggregation_strategy="simple")
     shared = sum(len(spans(p) & spans(q)) for p, q in zip(a, b))
     assert shared >= 0.9 * max(sum(map(len, a)), sum(map(len, b)))
+    report = json.loads((onnx_folder / "quantization_report.json").read_text())  # export measures the same
+    assert report["texts"] == len(texts) and report["entities_fp32"] == sum(map(len, a))
+    assert report["entity_agreement"] >= 0.5, report  # the share of texts whose entities are all the same
 
 
 # --- command line ---------------------------------------------------------------------------------------
