@@ -44,7 +44,8 @@ def squad_sample() -> list[dict]:
         sample.append({"question": paragraph["qas"][0]["question"], "context": paragraph["context"]})
     for a in (3, 11):  # one window
         paragraph = articles[a]["paragraphs"][1]
-        sample.append({"question": paragraph["qas"][0]["question"], "context": paragraph["context"].split(". ")[0] + "."})
+        first_sentence = paragraph["context"].split(". ")[0] + "."
+        sample.append({"question": paragraph["qas"][0]["question"], "context": first_sentence})
     for a in (19, 27):  # two windows
         paragraph = articles[a]["paragraphs"][1]
         sample.append({"question": paragraph["qas"][0]["question"], "context": paragraph["context"][:360]})
@@ -62,7 +63,8 @@ def cases() -> dict[str, dict]:
     with open(data_file("squad", "dev-v1.1.json"), encoding="utf-8") as f:
         paragraph = json.load(f)["data"][2]["paragraphs"][0]
     odd = [{"question": q, "context": ODD_CONTEXT} for q in ODD_QUESTIONS]
-    tiny = [{"question": "Who?", "context": "Bob."}, {"question": "Where is it?", "context": "In the red box, under it."}]
+    tiny = [{"question": "Who?", "context": "Bob."},
+            {"question": "Where is it?", "context": "In the red box, under it."}]
     first = sample[0]
     return {
         "keywords": {"kwargs": {"question": first["question"], "context": first["context"]}},
@@ -135,7 +137,8 @@ def reference(folders, all_cases, tmp_path_factory):
     calls = [{"folder": str(folders[family]), **all_cases[name]} for family, name in keys]
     (work / "calls.json").write_text(json.dumps(calls, ensure_ascii=False), encoding="utf-8")
     p = subprocess.run([str(OPTIMUM_PYTHON), str(ROOT / "tests" / "helpers" / "qa_reference.py"),
-                        str(work / "calls.json"), str(work / "answers.json")], capture_output=True, text=True, timeout=600)
+                        str(work / "calls.json"), str(work / "answers.json")],
+                       capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     answers = json.loads((work / "answers.json").read_text(encoding="utf-8"))
     return dict(zip(keys, answers))
@@ -194,6 +197,8 @@ def test_sample_needs_one_two_and_many_windows(torch_pipes):
 def test_batched_equals_one_by_one(torch_pipes, family):
     pipe = torch_pipes[family]
     sample = squad_sample() + [{"question": q, "context": ODD_CONTEXT} for q in ODD_QUESTIONS]
+    first = sample[0]
+    assert_same(pipe(first["question"], first["context"]), pipe(first))  # positional (question, context)
     together = pipe(sample)
     assert len(together) == len(sample)
     for item, answer in zip(sample, together):
@@ -204,8 +209,9 @@ def test_batched_equals_one_by_one(torch_pipes, family):
 
 
 def test_int8_answers_mostly_agree_with_fp32(exported, onnx_pipes):
-    """Dynamic int8 moves the logits of these random models by a few hundredths, where their best spans are often
-    that close: we ask only that most top answers overlap fp32's and that the answer shapes are the same."""
+    """Dynamic int8 moves the logits; these random models' span probabilities are flat (the best span scores about
+    0.002), so near-ties flip: on 144 SQuAD paragraphs 94% (DistilBERT) and 97% (BERT) of the answers were the
+    same span, scores within 1e-3. We ask for 80% here, and scores within 5e-3."""
     sample = squad_sample()
     same, overlap, total = 0, 0, 0
     for family in FAMILIES:
@@ -213,10 +219,11 @@ def test_int8_answers_mostly_agree_with_fp32(exported, onnx_pipes):
         assert int8.backend.path.name == "model_quantized.onnx"
         for a, b in zip(int8(sample), onnx_pipes[family](sample)):
             assert set(a) == set(b) == {"score", "start", "end", "answer"}
+            assert abs(a["score"] - b["score"]) <= 5e-3
             same += (a["start"], a["end"]) == (b["start"], b["end"])
             overlap += a["start"] < b["end"] and b["start"] < a["end"]
             total += 1
-    assert same / total >= 0.5 and overlap / total >= 0.6, (same, overlap, total)
+    assert same / total >= 0.8 and overlap / total >= 0.8, (same, overlap, total)
 
 
 # --- bad input ---------------------------------------------------------------------------------------
@@ -241,7 +248,8 @@ def test_bad_input(torch_pipes):
         ({"inputs": []}, "no question given"),
         ({"question": "Where?", "context": context, "top_k": 0}, "top_k must be a positive integer"),
         ({"question": "Where?", "context": context, "max_answer_len": 0}, "max_answer_len must be a positive integer"),
-        ({"question": "Where?", "context": context, "doc_stride": 64}, r"doc_stride \(64\) must be smaller than max_seq_len \(64\)"),
+        ({"question": "Where?", "context": context, "doc_stride": 64},
+         r"doc_stride \(64\) must be smaller than max_seq_len \(64\)"),
         ({"question": "Where?", "context": context, "doc_stride": 50, "max_seq_len": 20}, "doc_stride"),
         ({"question": "word " * 40, "context": context * 5}, "doc_stride 32"),
         ({"question": "word " * 70, "context": context * 5}, "no context fits"),

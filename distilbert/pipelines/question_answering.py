@@ -58,31 +58,26 @@ class QuestionAnsweringPipeline(Pipeline):
         examples, single = _examples(question if inputs is None else inputs, context)
         top_k = 1 if top_k is None else top_k
         check_top_k(top_k)
-        max_answer_len = 15 if max_answer_len is None else max_answer_len
-        if isinstance(max_answer_len, bool) or not isinstance(max_answer_len, int) or max_answer_len < 1:
-            raise UserError(f"max_answer_len must be a positive integer, got {max_answer_len!r}")
+        max_answer_len = _integer("max_answer_len", 15 if max_answer_len is None else max_answer_len, 1)
+        if max_question_len is not None:
+            _integer("max_question_len", max_question_len, 1)
         if max_seq_len is None:
             max_seq_len = min(self.max_length, 384)
-        elif isinstance(max_seq_len, bool) or not isinstance(max_seq_len, int) or max_seq_len < 1:
-            raise UserError(f"max_seq_len must be a positive integer, got {max_seq_len!r}")
-        max_seq_len = min(max_seq_len, self.max_length)  # past the position table the model cannot run
+        max_seq_len = min(_integer("max_seq_len", max_seq_len, 1), self.max_length)  # the position table ends there
         if doc_stride is None:
             doc_stride = min(max_seq_len // 2, 128)
-        if isinstance(doc_stride, bool) or not isinstance(doc_stride, int) or doc_stride < 0:
-            raise UserError(f"doc_stride must be a non-negative integer, got {doc_stride!r}")
-        if doc_stride >= max_seq_len:
+        if _integer("doc_stride", doc_stride, 0) >= max_seq_len:
             raise UserError(f"doc_stride ({doc_stride}) must be smaller than max_seq_len ({max_seq_len}): "
                             "windows overlap by doc_stride tokens")
-        if max_question_len is not None and (isinstance(max_question_len, bool) or not isinstance(max_question_len, int)):
-            raise UserError(f"max_question_len must be an integer, got {max_question_len!r}")
         questions, contexts = [q for q, _ in examples], [c for _, c in examples]
         self._check_room(questions, contexts, max_seq_len, doc_stride)
         enc = self.tokenizer(questions, contexts, truncation="only_second", max_length=max_seq_len, stride=doc_stride,
                              return_overflowing_tokens=True, return_offsets=True)
         windows = [
-            {"example": enc["overflow_to_sample_mapping"][i], "input_ids": enc["input_ids"][i],
-             "offsets": enc["offset_mapping"][i], "word_ids": enc["word_ids"][i], "sequence_ids": enc["sequence_ids"][i]}
-            for i in range(len(enc["input_ids"]))
+            {"example": example, "input_ids": ids, "offsets": offsets, "word_ids": words, "sequence_ids": sequences}
+            for example, ids, offsets, words, sequences in zip(
+                enc["overflow_to_sample_mapping"], enc["input_ids"], enc["offset_mapping"], enc["word_ids"],
+                enc["sequence_ids"])
         ]
         state = {"contexts": contexts, "windows": windows, "single": single, "top_k": top_k,
                  "max_answer_len": max_answer_len, "handle_impossible_answer": bool(handle_impossible_answer),
@@ -147,6 +142,13 @@ class QuestionAnsweringPipeline(Pipeline):
             raise UserError(f"the question is {n} tokens{where}, so a window of max_seq_len {max_seq_len} holds "
                             f"{room} context tokens, no more than doc_stride {doc_stride}: use a doc_stride below "
                             f"{room}, a larger max_seq_len or a shorter question")
+
+
+def _integer(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else "a non-negative integer"
+        raise UserError(f"{name} must be {kind}, got {value!r}")
+    return value
 
 
 def _examples(question, context) -> tuple[list[tuple[str, str]], bool]:

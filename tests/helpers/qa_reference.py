@@ -30,8 +30,10 @@ def load(folder):
         bad = {k: v for k, v in info.items() if v}
         assert not bad, f"{folder} does not load cleanly in transformers {transformers.__version__}: {bad}"
         # A real DistilBERT checkpoint ships DistilBertTokenizer, whose inputs have no token_type_ids
-        cls = transformers.DistilBertTokenizerFast if config.model_type == "distilbert" else transformers.BertTokenizerFast
-        tokenizer = cls.from_pretrained(folder)
+        if config.model_type == "distilbert":
+            tokenizer = transformers.DistilBertTokenizerFast.from_pretrained(folder)
+        else:
+            tokenizer = transformers.BertTokenizerFast.from_pretrained(folder)
         assert len(tokenizer) == config.vocab_size, f"the reference tokenizer has {len(tokenizer)} tokens"
         # 4.57 takes max_seq_len's default from the tokenizer; a real checkpoint's says the model's maximum
         tokenizer.model_max_length = min(tokenizer.model_max_length, config.max_position_embeddings)
