@@ -101,6 +101,40 @@ def ner(text: list[str] | None = None, file: str | None = None, model: str = DEF
                 _print_entities(item, entities)
 
 
+def answer(model: str = DEFAULT_MODEL, question: str | None = None, context: str | None = None,
+           context_file: str | None = None, top_k: int = 1, json_output: bool = False, backend: str | None = None,
+           precision: str = "fp32", threads: int | None = None) -> None:
+    """Answer a question from a context, or each {"question", "context"} JSON line on stdin."""
+    from .pipelines import pipeline
+
+    if context is not None and context_file is not None:
+        raise UserError("give --context or --context-file, not both")
+    if question is None and (context is not None or context_file is not None):
+        flag = "--context" if context is not None else "--context-file"
+        raise UserError(f"{flag} needs a --question (or pipe JSON lines with a question and a context each)")
+    if question is not None:
+        if context_file is not None:
+            context = _read_text(context_file)
+        if context is None:
+            raise UserError("--question needs a context: add --context TEXT or --context-file FILE")
+        items = [_question(question, context, "")]
+    else:
+        items = _read_questions()
+    qa = pipeline("question-answering", model=model, backend=backend, precision=precision, threads=threads)
+    for chunk in _chunks(items, "answering"):
+        results = qa(chunk, top_k=top_k)
+        for item, result in zip(chunk, [results] if len(chunk) == 1 else results):  # a list of one comes back bare
+            if json_output:
+                print(json.dumps(result, ensure_ascii=False))
+                continue
+            print(f"question: {item['question']}")
+            print(f"  {'score':>7}  {'start':>6}  {'end':>6}  answer")
+            for row in result if isinstance(result, list) else [result]:
+                print(f"  {row['score']:7.4f}  {row['start']:>6}  {row['end']:>6}  {row['answer']}")
+            print()
+        sys.stdout.flush()
+
+
 def embed(file: str = "-", model: str = DEFAULT_MODEL, pooling: str | None = None, normalize: bool = False,
           output: str | None = None, batch_size: int = 32, backend: str | None = None, precision: str = "fp32",
           threads: int | None = None) -> None:
@@ -326,7 +360,54 @@ def _inputs(text: list[str] | None, file: str | None, pairs: bool = False) -> li
     return out
 
 
-def _chunks(items: list[str], what: str) -> Iterator[list[str]]:
+def _read_text(file: str) -> str:
+    """A whole text file (a context)."""
+    try:
+        data = Path(file).read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"input file {file} does not exist") from None
+    except IsADirectoryError:
+        raise UserError(f"input {file} is a folder; give a text file") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{file} is not UTF-8 text (byte {e.start}); convert it to UTF-8") from None
+
+
+def _read_questions() -> list[dict]:
+    """{"question", "context"} per stdin line (other keys are ignored; blank lines skipped)."""
+    if sys.stdin is None or sys.stdin.isatty():
+        raise UserError('no question: give --question with --context or --context-file, or pipe JSON lines '
+                        '{"question": ..., "context": ...} into the command')
+    items = []
+    for number, line in enumerate(_read_lines("-"), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f'line {number} is not valid JSON ({e.msg}): give {{"question": ..., "context": ...}} '
+                            "per line") from None
+        if not isinstance(item, dict):
+            raise UserError(f'line {number}: expected {{"question": ..., "context": ...}}, got {type(item).__name__}')
+        if "context" not in item:
+            raise UserError(f'line {number}: a question needs a context: the line has no "context"')
+        if "question" not in item:
+            raise UserError(f'line {number}: a context without a question: the line has no "question"')
+        items.append(_question(item["question"], item["context"], f"line {number}: "))
+    return items
+
+
+def _question(question, context, where: str) -> dict:
+    for name, text in (("question", question), ("context", context)):
+        if not isinstance(text, str):
+            raise UserError(f"{where}the {name} must be text, got {type(text).__name__}")
+        if not text.strip():
+            raise UserError(f"{where}empty {name}: give a non-empty {name}")
+    return {"question": question, "context": context}
+
+
+def _chunks(items: list, what: str) -> Iterator[list]:
     from tqdm import tqdm
 
     with tqdm(total=len(items), desc=what, unit="line", file=sys.stderr, disable=len(items) <= PROGRESS_OVER) as bar:
@@ -516,6 +597,12 @@ COMMANDS: dict[str, tuple[Callable, list[str | Option]]] = {
                   option("--stride", type=int,
                          help="tokens shared by the windows a long text is split into (default: a quarter of one)"),
                   "--batch-size", "--json"]),
+    "answer": (answer, [*RUNTIME,
+                        option("--question", "-q",
+                               help='the question (none: JSON lines {"question", "context"} on stdin)'),
+                        option("--context", "-c", help="the text to find the answer in"),
+                        option("--context-file", help="read the context from this UTF-8 file"),
+                        option("--top-k", type=_positive, help="answers per question, best first"), "--json"]),
     "embed": (embed, ["file", *RUNTIME, "--pooling", "--normalize",
                       option("--output", "-o", help="write one float32 (lines, dim) matrix to this .npy file"),
                       "--batch-size"]),
