@@ -224,7 +224,7 @@ def info(model: str) -> None:
 
 
 def export(model: str, out_dir: str, task: str | None = None, opset: int = DEFAULT_OPSET, optimize: bool = False,
-           quantize: str | None = None, drift_text: str | None = None) -> None:
+           quantize: str | None = None, drift_text: str | None = None, with_attentions: bool = False) -> None:
     """Export MODEL to OUT_DIR/model.onnx (+ config and tokenizer), validated against PyTorch."""
     try:
         from .onnx.export import export as run_export, write_report
@@ -232,7 +232,7 @@ def export(model: str, out_dir: str, task: str | None = None, opset: int = DEFAU
         raise UserError(f"export needs the torch extra ({e.name} is missing): pip install 'distilbert[torch]'") from None
     texts = _read_lines(drift_text) if drift_text else None
     report = run_export(model, out_dir, task=task, opset=opset, optimize=optimize, quantize=quantize,
-                        drift_texts=texts, log=lambda line: print(line, file=sys.stderr))
+                        drift_texts=texts, log=lambda line: print(line, file=sys.stderr), with_attentions=with_attentions)
     path = write_report(Path(out_dir), "export_report.json", report)
     print(f"exported {report['task']} to {Path(out_dir) / 'model.onnx'} (report: {path})")
 
@@ -309,6 +309,22 @@ def plot_run(run: str, output: str | None = None) -> None:
     from .train.plot import plot_run as draw
 
     print(f"wrote {draw(run, output)}")
+
+
+def bias(model: str, probes: str = "all", out: str | None = None, limit: int | None = None, data: str | None = None,
+         backend: str | None = None, precision: str = "fp32", threads: int | None = None) -> None:
+    """Bias probes: the model card's templates (Kurita et al. 2019 scores) and CrowS-Pairs."""
+    from .analysis.bias import run
+
+    run(model, probes, out, limit=limit, data=data, backend=backend, precision=precision, threads=threads, log=print)
+
+
+def attention(model: str, text: str, out: str, text_b: str | None = None, layer: int | None = None,
+              head: int | None = None, hide_special: bool = False, backend: str | None = None) -> None:
+    """Draw attention maps: a self-contained HTML view (head and model views) or a PNG grid."""
+    from .analysis.attention import draw
+
+    print(f"wrote {draw(model, text, text_b, out, layer=layer, head=head, hide_special=hide_special, backend=backend)}")
 
 
 # --- helpers ------------------------------------------------------------------------------------------
@@ -608,7 +624,9 @@ COMMANDS: dict[str, tuple[Callable, list[str | Option]]] = {
                       "--batch-size"]),
     "tokenize": (tokenize, ["file", "--model", "--pairs", "--max-length"]),
     "info": (info, ["model"]),
-    "export": (export, ["model", "out_dir", "--task", "--opset", "--optimize", "--quantize", "--drift-text"]),
+    "export": (export, ["model", "out_dir", "--task", "--opset", "--optimize", "--quantize", "--drift-text",
+                        option("--with-attentions", help="add the output `attentions` (batch, layers, heads, T, T), "
+                                                         "for `distilbert attention` without PyTorch")]),
     "prepare-data": (prepare_data, ["text_files", "--tokenizer", "--out", "--max-length", "--unit", "--workers"]),
     "new-model": (new_model, ["out", "--tokenizer", "--family", "--dim", "--layers", "--heads", "--hidden-dim",
                               "--max-positions", "--seed"]),
@@ -618,6 +636,23 @@ COMMANDS: dict[str, tuple[Callable, list[str | Option]]] = {
     "pretrain": (pretrain, ["--model", "--data", "--out", "--resume", "--recipe", *recipe_options()]),
     "evaluate-mlm": (evaluate_mlm, ["model", "--text", "--max-length", "--seed", "--json"]),
     "plot-run": (plot_run, ["run", option("--output", help="PNG to write (default RUN/losses.png)")]),
+    "bias": (bias, [option("model", help="a masked LM: model folder, exported folder or hub id"),
+                    option("--probes", choices=("card", "crows-pairs", "all"),
+                           help="card: the model card's template probes; crows-pairs: CrowS-Pairs; all: both"),
+                    option("--out", help="folder for the report (JSON, CSV, tables, PNGs); without it, printed only"),
+                    option("--limit", type=_positive, help="score the first N CrowS-Pairs pairs only"),
+                    option("--data", help="the CrowS-Pairs CSV (default: $DISTILBERT_DATA/bias/crows_pairs_anonymized.csv)"),
+                    "--backend", "--precision", "--threads"]),
+    "attention": (attention, [option("model", help="model folder (PyTorch, or an export made with --with-attentions) "
+                                                   "or hub id"),
+                              option("text", help="the text to look at"),
+                              option("text_b", help="a second sentence: the pair is encoded together and marked"),
+                              option("--out", help="FILE.html (interactive, self-contained) or FILE.png (layers x heads)"),
+                              option("--layer", type=int, help="layer (from 0) shown first in HTML; in a PNG, only it"),
+                              option("--head", type=int, help="head (from 0) shown first in HTML; in a PNG, only it"),
+                              option("--hide-special", help="leave out [CLS] and [SEP], as exBERT can"),
+                              option("--backend", choices=BACKENDS,
+                                     help="default: torch for a PyTorch checkpoint, else onnx")]),
 }
 
 

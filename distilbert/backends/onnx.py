@@ -16,6 +16,8 @@ from ..errors import UserError
 # Our fill-mask graphs take this optional input (default true): false computes the masked-LM head at the
 # [MASK] tokens alone and gives logits as (masks, 1, vocab) instead of (batch, length, vocab).
 ALL_POSITIONS = "all_positions"
+# An export made with --with-attentions has this output too: (batch, layers, heads, T, T)
+ATTENTIONS = "attentions"
 # ONNX Runtime's online fusion of Add + LayerNormalization; its fused CPU kernel is slower (see onnx/optimize.py)
 DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import tasks
-from ..backends.onnx import ALL_POSITIONS
+from ..backends.onnx import ALL_POSITIONS, ATTENTIONS
 from ..errors import UserError
 from .files import data_file, onnx_bytes, save_model, write_report  # noqa: F401  (re-exported)
 
@@ -25,6 +25,8 @@ DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17 on
 QUANTIZATIONS = ("int8",)
 FP32_TOLERANCE = 1e-4
 SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "1_Pooling", "2_Normalize")
+# --with-attentions: one more output, every layer's attention weights stacked, for `distilbert attention`
+ATTENTION_AXES = {0: "batch_size", 3: "sequence_length", 4: "sequence_length"}  # (B, layers, heads, T, T)
 
 
 def export(
@@ -36,10 +38,12 @@ def export(
     quantize: str | None = None,
     drift_texts: list[str] | None = None,
     log: Callable[[str], None] = print,
+    with_attentions: bool = False,
 ) -> dict:
     """Export `model` (folder or hub id) to `out_dir`/model.onnx, validate it, optionally optimise and quantise.
 
     Returns a report: the worst absolute difference per output and shape, fused operators, int8 drift.
+    with_attentions adds the output `attentions`, (batch, layers, heads, T, T), validated like the others.
     """
     from ..checkpoint import load
     from ..model import task_of
@@ -52,7 +56,7 @@ def export(
     net, config, folder = load(model, task)
     task = task or task_of(net)
     tokenizer = Tokenizer.from_pretrained(folder)
-    names = list(tasks.TASKS[task].outputs)
+    names = list(tasks.TASKS[task].outputs) + ([ATTENTIONS] if with_attentions else [])
     inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if config.type_vocab_size else [])
 
     path = out / "model.onnx"
@@ -67,7 +71,7 @@ def export(
         elif source.is_file():
             shutil.copy2(source, out / name)
 
-    report: dict = {"task": task, "opset": opset, "validation": validate(net, path, config, tokenizer, task, log)}
+    report: dict = {"task": task, "opset": opset, "attentions": with_attentions, "validation": validate(net, path, config, tokenizer, task, log)}
     if optimize:
         from .optimize import optimize_graph
 
@@ -100,6 +104,9 @@ def _torch_export(net, task: str, inputs: list[str], names: list[str], path: Pat
     dims = {name: dict(tasks.TOKENS) for name in inputs}
     dims.update({name: dict(axes) for name, axes in tasks.TASKS[task].outputs.items()})
     masked_lm = task == "fill-mask"
+    attentions = ATTENTIONS in names
+    if attentions:
+        dims[ATTENTIONS] = dict(ATTENTION_AXES)
 
     class Graph(torch.nn.Module):  # positional inputs, a tuple of named outputs: what the exporter wants
         def __init__(self):
@@ -108,11 +115,14 @@ def _torch_export(net, task: str, inputs: list[str], names: list[str], path: Pat
 
         def forward(self, input_ids, attention_mask, *rest):
             if not masked_lm:
-                out = self.net(input_ids, attention_mask, *rest)
-                return tuple(out[name] for name in names)
-            *types, all_positions = rest
-            h = self.net.encode(input_ids, attention_mask, *types)["last_hidden_state"]
-            return (masked_lm_logits(self.net, h, input_ids, mask_id, all_positions),)
+                out = self.net(input_ids, attention_mask, *rest, output_attentions=attentions)
+            else:
+                *types, all_positions = rest
+                out = self.net.encode(input_ids, attention_mask, *types, output_attentions=attentions)
+                out["logits"] = masked_lm_logits(self.net, out["last_hidden_state"], input_ids, mask_id, all_positions)
+            if attentions:
+                out[ATTENTIONS] = torch.stack(out["attentions"], 1)  # (B, layers, heads, T, T)
+            return tuple(out[name] for name in names)
 
     graph_inputs = inputs + ([ALL_POSITIONS] if masked_lm else [])
     example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in inputs) + ((torch.tensor(True),) if masked_lm else ())
@@ -195,14 +205,18 @@ def validate(net, path: Path, config, tokenizer, task: str, log: Callable[[str],
 
     session = open_session(path)
     names = [o.name for o in session.get_outputs()]
+    attentions = ATTENTIONS in names
     masked_lm = narrows_to_mask(session)
     worst: dict[str, float] = {name: 0.0 for name in names + (["logits at [MASK]"] if masked_lm else [])}
     rows = []
     for batch, length in shape_grid(config.max_position_embeddings):
         arrays = validation_batch(batch, length, config, tokenizer)
         with torch.inference_mode():
-            expected = {k: v.numpy() for k, v in net(*(torch.from_numpy(arrays[k]) if k in arrays else None
-                                                       for k in ("input_ids", "attention_mask", "token_type_ids"))).items()}
+            out = net(*(torch.from_numpy(arrays[k]) if k in arrays else None
+                        for k in ("input_ids", "attention_mask", "token_type_ids")), output_attentions=attentions)
+            if attentions:
+                out[ATTENTIONS] = torch.stack(out.pop("attentions"), 1)  # (B, layers, heads, T, T)
+            expected = {k: v.numpy() for k, v in out.items()}
         got = dict(zip(names, session.run(None, arrays)))
         if masked_lm:  # the head at [MASK] alone, as our fill-mask runs it
             at_mask = arrays["input_ids"] == tokenizer.mask_token_id
@@ -219,7 +233,10 @@ def validate(net, path: Path, config, tokenizer, task: str, log: Callable[[str],
                 n = int(arrays["attention_mask"][r].sum())
                 alone = dict(zip(names, session.run(None, {k: v[r : r + 1, :n] for k, v in arrays.items()})))
                 for name in names:
-                    row = got[name][r, :n] if tasks.TASKS[task].token_level(name) else got[name][r]
+                    if name == ATTENTIONS:
+                        row = got[name][r, :, :, :n, :n]
+                    else:
+                        row = got[name][r, :n] if tasks.TASKS[task].token_level(name) else got[name][r]
                     diff = float(np.abs(row - alone[name][0]).max(initial=0.0))
                     diffs[name] = max(diffs[name], diff)
                     worst[name] = max(worst[name], diff)

@@ -119,10 +119,10 @@ def squad_pairs(limit: int = 256) -> list[tuple[str, str]]:
 
 def _output_drift(fp32: Path, int8: Path, config: Config, tokenizer, task: str, texts: list[str]) -> dict:
     """Fill-mask (top-1 / top-5 agreement at a hidden word) and features (cosine of mean-pooled embeddings)."""
-    from ..backends.onnx import open_session
+    from ..backends.onnx import ATTENTIONS, open_session
 
     a, b = open_session(fp32), open_session(int8)
-    names = [o.name for o in a.get_outputs()]
+    names = [o.name for o in a.get_outputs() if o.name != ATTENTIONS]  # the task's outputs alone
     inputs = {i.name for i in a.get_inputs()}
     top1, top5, cosines, worst = [], [], [], 0.0
     for start in range(0, len(texts), 16):
@@ -135,8 +135,8 @@ def _output_drift(fp32: Path, int8: Path, config: Config, tokenizer, task: str, 
             middle = np.maximum(1, (lengths - 1) // 2)
             enc["input_ids"][np.arange(len(middle)), middle] = tokenizer.mask_token_id
         feed = {k: v for k, v in enc.items() if k in inputs}
-        x = dict(zip(names, a.run(None, feed)))
-        y = dict(zip(names, b.run(None, feed)))
+        x = dict(zip(names, a.run(names, feed)))
+        y = dict(zip(names, b.run(names, feed)))
         if task == "fill-mask":
             rows = np.arange(len(middle))
             la, lb = x["logits"][rows, middle], y["logits"][rows, middle]  # (n, vocab)
