@@ -4,16 +4,13 @@ on hand-made scores, the files, and the CLI."""
 import csv
 import difflib
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 import distilbert
-from conftest import ROOT, data_file
+from conftest import data_file
 from distilbert.analysis import crows_pairs
 from distilbert.analysis.crows_pairs import Pair, rounded, summarize
 
@@ -34,7 +31,9 @@ def sample(pairs, n=SAMPLE):
 
 def reference_scores(model, tokenizer, pair):
     """nyu-mll/crows-pairs metric.py, mask_unigram, written out independently: transformers' masked LM,
-    one masked copy per shared token, log-softmax at the mask, summed as Python floats."""
+    one masked copy per shared token, log-softmax at the mask, summed as Python floats. metric.py runs the
+    copies one at a time; here a sentence's copies (all of one length, no padding) go in one batch, to keep
+    the test fast."""
     if pair.stereo_antistereo == "stereo":
         sent1, sent2 = pair.sent_more, pair.sent_less
     else:
@@ -49,18 +48,19 @@ def reference_scores(model, tokenizer, pair):
             template2 += list(range(op[3], op[4]))
     mask_id = tokenizer.convert_tokens_to_ids(tokenizer.mask_token)
     log_softmax = torch.nn.LogSoftmax(dim=0)
-    score1 = score2 = 0.0
-    with torch.no_grad():
-        for i in range(1, len(template1) - 1):
-            for ids, position, which in ((ids1, template1[i], 1), (ids2, template2[i], 2)):
-                masked = ids.clone()
-                masked[0][position] = mask_id
-                hidden = model(masked)[0].squeeze(0)
-                value = log_softmax(hidden[position])[ids[0][position]].item()
-                if which == 1:
-                    score1 += value
-                else:
-                    score2 += value
+    scores = []
+    for ids, template in ((ids1, template1), (ids2, template2)):
+        positions = template[1:-1]  # skipping [CLS] and [SEP]
+        copies = ids.repeat(len(positions), 1)
+        for row, position in enumerate(positions):
+            copies[row][position] = mask_id
+        with torch.no_grad():
+            hidden = model(copies)[0]  # (copies, T, vocab)
+        total = 0.0
+        for row, position in enumerate(positions):
+            total += log_softmax(hidden[row][position])[ids[0][position]].item()
+        scores.append(total)
+    score1, score2 = scores
     return (score1, score2) if pair.stereo_antistereo == "stereo" else (score2, score1)  # (sent_more, sent_less)
 
 
@@ -102,7 +102,7 @@ def test_onnx_and_int8_backends_score_as_torch(tmp_path, mlm_checkpoint, fill):
 
 
 def test_batched_copies_give_what_one_pair_alone_gives(fill):
-    pairs = sample(real_pairs()[0], 8)
+    pairs = sample(real_pairs()[0], 4)
     together = crows_pairs.score_pairs(fill, pairs)
     for pair, row in zip(pairs, together):
         alone = crows_pairs.score_pairs(fill, [pair])[0]
@@ -150,18 +150,23 @@ def test_anti_stereotype_direction_is_sent_more_over_sent_less():
     assert s["antistereo_score"] == 66.67 and s["metric"] == 66.67 and s["stereo_score"] is None
 
 
-def run_cli(*args):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "distilbert.cli", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=300)
+def run_cli(capsys, *args):
+    """The command as `distilbert` runs it, in this process: (exit status, stdout, stderr)."""
+    from distilbert.cli import main
+
+    capsys.readouterr()
+    status = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return status, out.out, out.err
 
 
-def test_cli_writes_json_csv_and_chart(tmp_path, mlm_checkpoint, fill):
+def test_cli_writes_json_csv_and_chart(tmp_path, mlm_checkpoint, fill, capsys):
     folder, _ = mlm_checkpoint
     pairs, path = real_pairs()
-    p = run_cli("bias", folder, "--probes", "crows-pairs", "--limit", 12, "--data", path, "--out", tmp_path)
-    assert p.returncode == 0, p.stderr
-    assert "CrowS-Pairs: metric" in p.stdout
+    status, out, err = run_cli(capsys, "bias", folder, "--probes", "crows-pairs", "--limit", 12, "--data", path,
+                               "--out", tmp_path)
+    assert status == 0, err
+    assert "CrowS-Pairs: metric" in out
     summary = json.loads((tmp_path / "crows_pairs.json").read_text())
     for key in ("metric", "stereo_score", "antistereo_score", "neutral", "n", "by_type"):
         assert key in summary
@@ -185,18 +190,19 @@ def assert_png(path):
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
 
 
-def test_cli_bad_input(tmp_path, checkpoint_factory, mlm_checkpoint):
+def test_cli_bad_input(tmp_path, checkpoint_factory, mlm_checkpoint, capsys):
     classifier, _ = checkpoint_factory("distilbert", "ForSequenceClassification", vocab="real")
     _, path = real_pairs()
-    p = run_cli("bias", classifier, "--data", path)
-    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
-    assert "no masked-LM head" in p.stderr and "text-classification" in p.stderr
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
-    p = run_cli("bias", mlm_checkpoint[0], "--probes", "crows-pairs", "--data", bad)
-    assert p.returncode == 2 and "not a CrowS-Pairs file" in p.stderr and "Traceback" not in p.stderr
-    p = run_cli("bias", mlm_checkpoint[0], "--probes", "crows-pairs", "--data", tmp_path / "missing.csv")
-    assert p.returncode == 2 and "does not exist" in p.stderr
+    for args, words in (
+        ([classifier, "--data", path], "no masked-LM head: it is a text-classification model"),
+        ([mlm_checkpoint[0], "--probes", "crows-pairs", "--data", bad], "not a CrowS-Pairs file"),
+        ([mlm_checkpoint[0], "--probes", "crows-pairs", "--data", tmp_path / "missing.csv"], "does not exist"),
+    ):
+        status, _, err = run_cli(capsys, "bias", *args)
+        assert status == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+        assert words in err, err
 
 
 def test_read_pairs_limit_and_types():
