@@ -11,6 +11,7 @@ adds. Scores are averaged over templates (as Kurita et al. average over their te
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -66,6 +67,8 @@ def run(model: str, probes: str = "all", out: str | None = None, limit: int | No
         folder = Path(out)
         if folder.exists() and not folder.is_dir():
             raise UserError(f"--out {folder} is a file; give a folder for the report")
+        if importlib.util.find_spec("matplotlib") is None:
+            raise UserError("the report's charts need matplotlib (pip install matplotlib); or leave out --out")
         folder.mkdir(parents=True, exist_ok=True)
     pipe = open_masked_lm(model, backend, precision, threads, batch_size)
     result: dict = {}
