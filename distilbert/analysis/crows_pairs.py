@@ -208,10 +208,10 @@ def plot(summary: dict, path: Path, model: str) -> None:
                 ha="center", va="bottom", fontsize=8)
     ax.axhline(50, color="black", linestyle="--", linewidth=1, label="50: no preference")
     ax.set_xticks(range(len(names)), [n.replace("-", "-\n", 1) if len(n) > 12 else n for n in names], fontsize=8)
-    ax.set_ylim(0, 110)
+    ax.set_ylim(0, 128)  # room above 100 for the labels and the legend
     ax.set_ylabel("% of pairs where the stereotyping sentence scores higher")
     ax.set_title(f"CrowS-Pairs: {model}", fontsize=10)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper right", fontsize=8, framealpha=1.0)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
