@@ -237,6 +237,23 @@ def export(model: str, out_dir: str, task: str | None = None, opset: int = DEFAU
     print(f"exported {report['task']} to {Path(out_dir) / 'model.onnx'} (report: {path})")
 
 
+def serve(model: str, task: str | None = None, host: str = "127.0.0.1", port: int = 8080, backend: str | None = None,
+          precision: str = "fp32", threads: int | None = None, max_batch_tokens: int = 1024,
+          max_concurrent_requests: int = 512, max_client_batch_size: int = 32, payload_limit: int = 2_000_000,
+          api_key: str | None = None, workers: int = 1, pooling: str | None = None) -> None:
+    """Serve MODEL over HTTP (TEI routes, OpenAI embeddings, the Hugging Face Inference API) until SIGTERM."""
+    try:
+        from .serve import Settings, run
+    except ImportError as e:
+        raise UserError(f"serve needs the serve extra ({e.name} is missing): pip install 'distilbert[serve]'") from None
+    settings = Settings(model=model, task=task, backend=backend, precision=precision, threads=threads,
+                        max_batch_tokens=max_batch_tokens, max_concurrent_requests=max_concurrent_requests,
+                        max_client_batch_size=max_client_batch_size, payload_limit=payload_limit, api_key=api_key,
+                        pooling=pooling)
+    print(f"serving {model} on http://{host}:{port} (docs at /docs)", file=sys.stderr, flush=True)
+    run(settings, host=host, port=port, workers=workers)
+
+
 def prepare_data(text_files: list[str], tokenizer: str, out: str, max_length: int = 512, unit: str = "line",
                  workers: int | None = None) -> None:
     """Tokenise raw text in parallel into uint16 token shards for training."""
@@ -627,6 +644,18 @@ COMMANDS: dict[str, tuple[Callable, list[str | Option]]] = {
     "export": (export, ["model", "out_dir", "--task", "--opset", "--optimize", "--quantize", "--drift-text",
                         option("--with-attentions", help="add the output `attentions` (batch, layers, heads, T, T), "
                                                          "for `distilbert attention` without PyTorch")]),
+    "serve": (serve, [
+        option("model", help="model folder or hub id (an ONNX export runs without PyTorch)"), "--task",
+        option("--host", help="address to listen on"), option("--port", type=_positive), "--backend", "--precision",
+        option("--threads", type=_positive, help="compute threads per worker (default: the cores / --workers)"),
+        option("--max-batch-tokens", type=_positive,
+               help="padded tokens per model batch (on a CPU, larger batches run slower per token)"),
+        option("--max-concurrent-requests", type=_positive, help="inputs in flight before new requests get 429"),
+        option("--max-client-batch-size", type=_positive, help="inputs per request"),
+        option("--payload-limit", type=_positive, help="request body bytes"),
+        option("--api-key", help="require 'Authorization: Bearer KEY' on every route but /health"),
+        option("--workers", type=_positive, help="processes, each with the model and its share of the cores"),
+        "--pooling"]),
     "prepare-data": (prepare_data, ["text_files", "--tokenizer", "--out", "--max-length", "--unit", "--workers"]),
     "new-model": (new_model, ["out", "--tokenizer", "--family", "--dim", "--layers", "--heads", "--hidden-dim",
                               "--max-positions", "--seed"]),

@@ -1,0 +1,9 @@
+"""`distilbert serve`: every pipeline over HTTP, with text-embeddings-inference's routes, OpenAI embeddings
+and the Hugging Face Inference API, one batching worker per model, back-pressure and Prometheus metrics.
+
+Needs the serve extra (FastAPI, uvicorn, prometheus_client); imports no torch.
+"""
+
+from .app import Settings, create_app, run
+
+__all__ = ["Settings", "create_app", "run"]

@@ -1,0 +1,39 @@
+"""OpenAI's embeddings API (POST /v1/embeddings): what the `openai` client and its many look-alikes send.
+
+Embeddings are pooled as the server pools (the model's sentence-transformers pooling, else mean) and
+L2-normalised, as OpenAI's are; base64 is the float32 little-endian bytes, as the `openai` client decodes.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+from fastapi import APIRouter, Depends
+
+from .app import Server, count_characters, respond, server_of
+from .schemas import OpenAIEmbeddingsRequest
+from .tei import check_dimensions, texts_of
+
+router = APIRouter(tags=["OpenAI"])
+
+
+@router.post("/v1/embeddings", summary="OpenAI embeddings: {object, data: [{object, embedding, index}], model, usage}")
+@router.post("/embeddings", include_in_schema=False)
+async def embeddings(body: OpenAIEmbeddingsRequest, server: Server = Depends(server_of)):
+    server.require("feature-extraction", "/v1/embeddings")
+    check_dimensions(server, body.dimensions)
+    texts = texts_of(server, body.input, None)
+    result, meta = await server.run(len(texts), count_characters(texts), lambda: server.pipe.preprocess(
+        texts, pooling=server.pooling, normalize=True))
+    vectors = np.asarray(result, dtype=np.float32)
+    if body.encoding_format == "base64":
+        encoded = [base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") for v in vectors]
+    else:
+        encoded = vectors.tolist()
+    return respond({
+        "object": "list",
+        "data": [{"object": "embedding", "embedding": e, "index": i} for i, e in enumerate(encoded)],
+        "model": body.model or server.name,
+        "usage": {"prompt_tokens": meta.tokens, "total_tokens": meta.tokens},
+    }, meta)
