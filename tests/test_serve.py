@@ -1,0 +1,494 @@
+"""`distilbert serve`: a real server in a subprocess on 127.0.0.1, real HTTP, answers compared with the pipeline's.
+
+Every request loop here is bounded in count and in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+import distilbert
+from conftest import ROOT, data_file
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+pytest.importorskip("prometheus_client")
+
+WORDS = ("the quick brown fox jumps over the lazy dog while a small cat sleeps on a warm mat near the old "
+         "river and people walk by talking about music books rain and tomorrow").split()
+KEY = "s3cret"
+
+
+def text_of(n: int, seed: int = 0) -> str:
+    rng = random.Random(seed)
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    def __init__(self, process: subprocess.Popen, url: str, log: Path):
+        self.process, self.url, self.log = process, url, log
+
+    def client(self, **kwargs) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60, **kwargs)
+
+    def metrics(self, headers=None) -> str:
+        return httpx.get(self.url + "/metrics", headers=headers, timeout=30).text
+
+
+@contextlib.contextmanager
+def serve(tmp_path: Path, model, *args: str, prefix: list[str] | None = None):
+    """`distilbert serve MODEL ARGS` on a free port; yields once /health answers 200, stops it after."""
+    port = free_port()
+    log = tmp_path / f"server-{port}.log"
+    command = prefix or [sys.executable, "-m", "distilbert.cli"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_DISABLE_TELEMETRY": "1"}
+    with open(log, "w") as out:
+        process = subprocess.Popen([*command, "serve", str(model), "--port", str(port), *args],
+                                   stdout=out, stderr=subprocess.STDOUT, env=env)
+    served = Served(process, f"http://127.0.0.1:{port}", log)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, f"the server exited: {log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"the server did not come up: {log.read_text()[-3000:]}"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(served.url + "/health", timeout=5).status_code == 200:
+                    break
+            time.sleep(0.2)
+        yield served
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+
+def assert_same(got, expected, path="answer"):
+    """JSON answers equal: floats within fp32 noise (batched and single runs pad differently), the rest exactly."""
+    if isinstance(expected, np.ndarray):
+        expected = expected.tolist()
+    if isinstance(expected, (float, np.floating)):
+        assert isinstance(got, (int, float)), f"{path}: {got!r} is not a number"
+        assert abs(got - float(expected)) <= 1e-5 + 1e-4 * abs(float(expected)), f"{path}: {got} != {expected}"
+    elif isinstance(expected, dict):
+        assert isinstance(got, dict) and set(got) == set(expected), f"{path}: keys {got} != {expected}"
+        for k in expected:
+            assert_same(got[k], expected[k], f"{path}.{k}")
+    elif isinstance(expected, (list, tuple)):
+        assert isinstance(got, list) and len(got) == len(expected), f"{path}: {got!r:.200} != {expected!r:.200}"
+        for i, (g, e) in enumerate(zip(got, expected)):
+            assert_same(g, e, f"{path}[{i}]")
+    else:
+        assert got == expected, f"{path}: {got!r} != {expected!r}"
+
+
+def metric(text: str, name: str) -> float:
+    return sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+
+# --- fixtures ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    return data_file("vocab", "bert-base-uncased-vocab.txt")
+
+
+@pytest.fixture(scope="module")
+def embedder(checkpoint_factory, vocab, tmp_path_factory):
+    folder, _ = checkpoint_factory("distilbert", "Model", vocab="real")
+    with serve(tmp_path_factory.mktemp("embed"), folder) as served:
+        yield served, distilbert.pipeline("feature-extraction", model=folder)
+
+
+@pytest.fixture(scope="module")
+def filler(checkpoint_factory, vocab, tmp_path_factory):
+    folder, _ = checkpoint_factory("distilbert", "ForMaskedLM", vocab="real")
+    with serve(tmp_path_factory.mktemp("fill"), folder) as served:
+        yield served, distilbert.pipeline("fill-mask", model=folder)
+
+
+@pytest.fixture(scope="module")
+def classifier(checkpoint_factory, vocab, tmp_path_factory):
+    folder, _ = checkpoint_factory("bert", "ForSequenceClassification", vocab="real")
+    with serve(tmp_path_factory.mktemp("classify"), folder) as served:
+        yield served, distilbert.pipeline("text-classification", model=folder)
+
+
+@pytest.fixture(scope="module")
+def guarded(checkpoint_factory, vocab, tmp_path_factory):
+    """Small limits and an API key."""
+    folder, _ = checkpoint_factory("distilbert", "Model", vocab="real")
+    with serve(tmp_path_factory.mktemp("guarded"), folder, "--max-concurrent-requests", "4",
+               "--max-client-batch-size", "4", "--payload-limit", "3000", "--api-key", KEY) as served:
+        yield served
+
+
+# --- TEI routes ---------------------------------------------------------------------------------------
+
+
+def test_embed_equals_the_pipeline(embedder):
+    served, pipe = embedder
+    texts = [text_of(3), text_of(20, 1), "Hello world"]
+    with served.client() as client:
+        r = client.post("/embed", json={"inputs": texts[0]})
+        assert r.status_code == 200
+        assert_same(r.json(), [pipe(texts[0], pooling="mean", normalize=True)])
+        for name in ("x-compute-time", "x-compute-characters", "x-compute-tokens", "x-total-time",
+                     "x-tokenization-time", "x-queue-time", "x-inference-time"):
+            assert r.headers[name].isdigit(), name
+        assert int(r.headers["x-compute-tokens"]) == len(pipe.tokenizer(texts[0])["input_ids"])
+        assert int(r.headers["x-compute-characters"]) == len(texts[0])
+        r = client.post("/embed", json={"inputs": texts, "normalize": False})
+        assert_same(r.json(), pipe(texts, pooling="mean", normalize=False))
+        r = client.post("/embed_all", json={"inputs": texts})
+        assert_same(r.json(), pipe(texts))
+
+
+def test_truncation(embedder):
+    served, pipe = embedder
+    long = text_of(200, 3)  # past the tiny model's 64 positions
+    with served.client() as client:
+        r = client.post("/embed", json={"inputs": long})
+        assert r.status_code == 200
+        assert_same(r.json(), [pipe(long, pooling="mean", normalize=True)])
+        r = client.post("/embed", json={"inputs": [long], "truncate": False})
+        assert r.status_code == 413 and "64 tokens" in r.json()["error"]
+        r = client.post("/", json={"inputs": long, "parameters": {"truncate": False}})
+        assert r.status_code == 413
+
+
+def test_tokenize_and_decode(embedder):
+    served, pipe = embedder
+    text = "Hello [MASK] world, isn't it?"
+    with served.client() as client:
+        tokens = client.post("/tokenize", json={"inputs": text}).json()[0]
+        ids = pipe.tokenizer(text)["input_ids"]
+        assert [t["id"] for t in tokens] == ids
+        assert [t["special"] for t in tokens] == [i in pipe.tokenizer.all_special_ids for i in ids]
+        assert tokens[1] == {"id": ids[1], "text": "Hello", "special": False, "start": 0, "stop": 5}
+        assert all(text[t["start"]:t["stop"]] == t["text"] for t in tokens if not t["special"])
+        plain = client.post("/tokenize", json={"inputs": [text, "a"], "add_special_tokens": False}).json()
+        assert [t["id"] for t in plain[1]] == pipe.tokenizer("a", add_special_tokens=False)["input_ids"]
+        assert client.post("/decode", json={"ids": ids}).json() == [pipe.tokenizer.decode(ids, skip_special_tokens=True)]
+        both = client.post("/decode", json={"ids": [ids, ids[:2]], "skip_special_tokens": False}).json()
+        assert both == [pipe.tokenizer.decode(ids), pipe.tokenizer.decode(ids[:2])]
+        r = client.post("/decode", json={"ids": [10**9]})
+        assert r.status_code == 422 and "ids" in r.json()["error"]
+
+
+def test_info_health_docs(embedder):
+    served, pipe = embedder
+    with served.client() as client:
+        info = client.get("/info").json()
+        assert info["model_type"] == {"embedding": {"pooling": "mean"}}
+        assert info["max_input_length"] == pipe.max_length and info["max_client_batch_size"] == 32
+        assert client.get("/health").status_code == 200
+        spec = client.get("/openapi.json").json()
+        assert {"/embed", "/embed_all", "/predict", "/tokenize", "/decode", "/v1/embeddings", "/"} <= set(spec["paths"])
+        assert client.get("/docs").status_code == 200
+
+
+def test_a_route_that_does_not_fit_the_model_is_a_4xx(embedder):
+    served, _ = embedder
+    with served.client() as client:
+        r = client.post("/predict", json={"inputs": "a"})
+        assert r.status_code == 424 and "text-classification" in r.json()["error"] and r.json()["error_type"]
+        r = client.post("/pipeline/fill-mask", json={"inputs": "a [MASK]"})
+        assert r.status_code == 424
+        assert client.post("/nowhere", json={}).status_code == 404
+
+
+# --- OpenAI ---------------------------------------------------------------------------------------------
+
+
+def test_openai_embeddings(embedder):
+    served, pipe = embedder
+    texts = ["first text", text_of(15, 4)]
+    expected = pipe(texts, pooling="mean", normalize=True)
+    tokens = sum(len(ids) for ids in pipe.tokenizer(texts)["input_ids"])
+    with served.client() as client:  # what the openai client sends, and reads back
+        r = client.post("/v1/embeddings", json={"input": texts, "model": "my-model", "encoding_format": "float"})
+        body = r.json()
+        assert body["object"] == "list" and body["model"] == "my-model"
+        assert [d["index"] for d in body["data"]] == [0, 1] and all(d["object"] == "embedding" for d in body["data"])
+        assert_same([d["embedding"] for d in body["data"]], expected)
+        assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
+        body = client.post("/v1/embeddings", json={"input": texts[0], "encoding_format": "base64"}).json()
+        decoded = np.frombuffer(base64.b64decode(body["data"][0]["embedding"]), dtype="<f4")
+        np.testing.assert_allclose(decoded, expected[0], atol=1e-5)
+        r = client.post("/v1/embeddings", json={"input": "a", "encoding_format": "int8"})
+        assert r.status_code == 422 and "encoding_format" in r.json()["error"]
+
+
+# --- Hugging Face Inference API ---------------------------------------------------------------------------
+
+
+def test_hf_feature_extraction_agrees_with_tei(embedder):
+    from huggingface_hub import InferenceClient
+
+    served, pipe = embedder
+    text = text_of(9, 5)
+    with served.client() as client:
+        pooled = client.post("/", json={"inputs": text, "parameters": {"normalize": True}}).json()
+        tei = client.post("/embed", json={"inputs": text}).json()
+        assert_same(pooled, tei[0])
+        tokens = client.post("/", json={"inputs": [text], "parameters": {"pooling": "none"}}).json()
+        assert_same(tokens, client.post("/embed_all", json={"inputs": [text]}).json())
+        r = client.post("/", json={"inputs": text, "parameters": {"top_k": 3}})
+        assert r.status_code == 422 and "top_k" in r.json()["error"]
+    vector = InferenceClient(model=served.url).feature_extraction(text)
+    np.testing.assert_allclose(vector, pipe(text, pooling="mean"), atol=1e-5)
+
+
+def test_hf_fill_mask(filler):
+    from huggingface_hub import InferenceClient
+
+    served, pipe = filler
+    text = "Hello I'm a [MASK] model."
+    with served.client() as client:
+        r = client.post("/", json={"inputs": text})
+        assert_same(r.json(), pipe(text))
+        texts = [text, "The [MASK] sat on the [MASK]."]
+        assert_same(client.post("/", json={"inputs": texts, "parameters": {"top_k": 2}}).json(), pipe(texts, top_k=2))
+        r = client.post("/", json={"inputs": text, "parameters": {"targets": ["tea", "coffee"]}})
+        assert_same(r.json(), pipe(text, targets=["tea", "coffee"]))
+        assert_same(client.post("/pipeline/fill-mask", json={"inputs": text}).json(), pipe(text))
+        r = client.post("/", json={"inputs": "no mask here"})
+        assert r.status_code == 422 and "[MASK]" in r.json()["error"]
+        r = client.post("/", json={"inputs": text, "parameters": {"top_k": 0}})
+        assert r.status_code == 422 and "top_k" in r.json()["error"]
+        r = client.post("/", json={"inputs": 5})
+        assert r.status_code == 422 and "inputs" in r.json()["error"]
+        assert client.post("/embed", json={"inputs": "a"}).status_code == 424
+    answer = InferenceClient(model=served.url).fill_mask(text)
+    assert [a.token for a in answer] == [p["token"] for p in pipe(text)]
+
+
+def test_classification_tei_and_hf_agree(classifier):
+    from huggingface_hub import InferenceClient
+
+    served, pipe = classifier
+    a, b = text_of(6, 7), text_of(4, 8)
+    every = dict(top_k=None, function_to_apply="softmax")
+    with served.client() as client:
+        single = client.post("/predict", json={"inputs": a}).json()
+        assert_same(single, pipe(a, **every))
+        pair = client.post("/predict", json={"inputs": [a, b]}).json()
+        assert_same(pair, pipe({"text": a, "text_pair": b}, **every))
+        batch = client.post("/predict", json={"inputs": [[a], [a, b]]}).json()
+        assert_same(batch, pipe([a, {"text": a, "text_pair": b}], **every))
+        raw = client.post("/predict", json={"inputs": a, "raw_scores": True}).json()
+        assert_same(raw, pipe(a, top_k=None, function_to_apply="none"))
+        hf = client.post("/", json={"inputs": a}).json()
+        assert_same(hf, [single])
+        assert_same(client.post("/", json={"inputs": {"text": a, "text_pair": b}}).json(), [pair])
+        assert_same(client.post("/", json={"inputs": [a, b], "parameters": {"top_k": 1}}).json(), pipe([a, b], top_k=1))
+        assert client.post("/predict", json={"inputs": [a, b, a]}).status_code == 422
+    labels = InferenceClient(model=served.url).text_classification(a)
+    assert [(x.label, round(x.score, 5)) for x in labels] == [(p["label"], round(p["score"], 5)) for p in single]
+
+
+# --- load, back-pressure, limits, keys ------------------------------------------------------------------
+
+
+async def _load(url: str, requests: list[tuple[str, dict]], clients: int, headers=None, budget: float = 60):
+    """`clients` concurrent clients share the requests; each answer is (status, json or None, headers)."""
+    queue = list(enumerate(requests))
+    answers: list = [None] * len(requests)
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits, headers=headers) as client:
+        async def worker():
+            while queue:
+                i, (route, body) = queue.pop()
+                try:
+                    r = await client.post(route, json=body)
+                    answers[i] = (r.status_code, r.json() if r.content else None, r.headers)
+                except httpx.TransportError as e:
+                    answers[i] = (None, repr(e), None)
+        await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(clients))), budget)
+    return answers
+
+
+def test_load_64_clients(embedder):
+    served, pipe = embedder
+    rng = random.Random(0)
+    texts = [text_of(n, seed) for seed, n in enumerate((1, 3, 8, 15, 30, 45, 60, 80))]
+    pooled = {t: pipe(t, pooling="mean", normalize=True) for t in texts}
+    tokens = {t: pipe(t) for t in texts}
+    requests, expected = [], []
+    for _ in range(256):
+        kind = rng.randrange(5)
+        some = rng.sample(texts, rng.randint(1, 4))
+        if kind == 0:
+            requests.append(("/embed", {"inputs": some}))
+            expected.append([pooled[t] for t in some])
+        elif kind == 1:
+            requests.append(("/embed_all", {"inputs": some}))
+            expected.append([tokens[t] for t in some])
+        elif kind == 2:
+            requests.append(("/v1/embeddings", {"input": some[0]}))
+            expected.append(pooled[some[0]])
+        elif kind == 3:
+            requests.append(("/", {"inputs": some[0], "parameters": {"normalize": True}}))
+            expected.append(pooled[some[0]])
+        else:
+            requests.append(("/tokenize", {"inputs": some}))
+            expected.append([pipe.tokenizer(t)["input_ids"] for t in some])
+    rss_before = _rss(served.process.pid)
+    answers = asyncio.run(_load(served.url, requests, clients=64))
+    for (route, _), (status, body, _), want in zip(requests, answers, expected):
+        assert status == 200, (route, status, body)
+        if route == "/v1/embeddings":
+            assert_same(body["data"][0]["embedding"], want)
+        elif route == "/tokenize":
+            assert [[t["id"] for t in row] for row in body] == want
+        else:
+            assert_same(body, want, route)
+    text = served.metrics()
+    batches, rows = metric(text, "te_batch_next_size_count"), metric(text, "te_batch_next_size_sum")
+    assert rows > batches, "no batch held more than one row"
+    assert _rss(served.process.pid) - rss_before < 300 * 2**20  # memory bounded under load
+
+
+def _rss(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024
+
+
+def test_back_pressure_gives_429_and_stays_healthy(guarded):
+    key = {"Authorization": f"Bearer {KEY}"}
+    body = {"inputs": [text_of(60, i) for i in range(4)]}
+    answers = asyncio.run(_load(guarded.url, [("/embed", body)] * 48, clients=48, headers=key))
+    statuses = [a[0] for a in answers]
+    assert set(statuses) <= {200, 429}, statuses
+    assert 429 in statuses and 200 in statuses
+    refused = next(a for a in answers if a[0] == 429)[1]
+    assert refused["error_type"] == "Overloaded" and "--max-concurrent-requests" in refused["error"]
+    with guarded.client(headers=key) as client:
+        assert client.get("/health").status_code == 200
+        assert client.post("/embed", json={"inputs": "still here"}).status_code == 200
+    assert metric(guarded.metrics(key), "te_request_failure_total") >= statuses.count(429)
+
+
+def test_limits_and_bad_requests(guarded):
+    key = {"Authorization": f"Bearer {KEY}"}
+    with guarded.client(headers=key) as client:
+        r = client.post("/embed", json={"inputs": ["x" * 500] * 4 + ["y" * 2000]})
+        assert r.status_code == 413 and "--payload-limit" in r.json()["error"]
+
+        def chunks():  # no content-length: the limit is counted as the body arrives
+            yield b'{"inputs": ["'
+            for _ in range(40):
+                yield b"z" * 100
+            yield b'"]}'
+        r = client.post("/embed", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413
+        r = client.post("/embed", json={"inputs": ["a"] * 5})
+        assert r.status_code == 413 and "4" in r.json()["error"] and "--max-client-batch-size" in r.json()["error"]
+        r = client.post("/embed", content=b'{"inputs": "a"', headers={"content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["error_type"] == "Validation"
+        r = client.post("/embed", json={"inputs": "a", "normalize": "yes"})
+        assert r.status_code == 422 and "normalize" in r.json()["error"]
+        r = client.post("/embed", json={"inputs": []})
+        assert r.status_code == 400 and r.json()["error_type"] == "Empty"
+        r = client.post("/embed", json={"text": "a"})
+        assert r.status_code == 422 and "inputs" in r.json()["error"]
+    with guarded.client() as client:
+        assert client.get("/health").status_code == 200  # the one route without the key
+        for route in ("/info", "/metrics", "/openapi.json"):
+            assert client.get(route).status_code == 401, route
+        r = client.post("/embed", json={"inputs": "a"})
+        assert r.status_code == 401 and r.json()["error_type"] == "Unauthorized"
+        assert client.post("/embed", json={"inputs": "a"}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.post("/embed", json={"inputs": "a"}, headers=key).status_code == 200
+    text = guarded.metrics(key)
+    for reason in ("payload_limit", "batch_size", "validation", "unauthorized"):
+        assert f'te_request_failure_total{{err="{reason}"}}' in text, reason
+
+
+# --- shutdown, torch-free -------------------------------------------------------------------------------
+
+
+def test_sigterm_during_a_burst_answers_every_accepted_request(checkpoint_factory, vocab, tmp_path):
+    # a model big enough that the burst is still running when the signal comes
+    folder, _ = checkpoint_factory("distilbert", "Model", vocab="real", dim=192, n_heads=3, n_layers=4,
+                                   hidden_dim=768, max_position_embeddings=512)
+    pipe = distilbert.pipeline("feature-extraction", model=folder)
+    texts = [text_of(250, i) for i in range(4)]
+    expected = pipe(texts, pooling="mean", normalize=True)
+    with serve(tmp_path, folder) as served:
+        async def burst():
+            load = asyncio.create_task(_load(served.url, [("/embed", {"inputs": texts})] * 16, clients=16, budget=120))
+            await asyncio.sleep(1.0)
+            served.process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.1)
+            async with httpx.AsyncClient(base_url=served.url, timeout=30) as client:
+                try:
+                    late = (await client.post("/embed", json={"inputs": "late"})).status_code
+                except httpx.TransportError:
+                    late = None  # already gone: refused, which is not an accepted request
+            return await load, late
+        answers, late = asyncio.run(burst())
+        assert served.process.wait(90) is not None
+    statuses = [a[0] for a in answers]
+    assert None not in statuses, [a[1] for a in answers if a[0] is None][:2]
+    assert set(statuses) <= {200, 503} and 200 in statuses, statuses
+    for status, body, _ in answers:
+        if status == 200:
+            assert_same(body, expected)
+    assert late in (503, None)
+    assert "shutting down" in served.log.read_text()
+
+
+def test_serves_an_onnx_export_where_torch_cannot_be_imported(mlm_checkpoint, tmp_path):
+    from distilbert.onnx import export
+
+    source, _ = mlm_checkpoint
+    out = tmp_path / "onnx"
+    export(source, out, log=lambda line: None)
+    prefix = [sys.executable, "-c", "import sys; sys.modules['torch'] = None; from distilbert.cli import main; "
+              "sys.argv[0] = 'distilbert'; sys.exit(main(sys.argv[1:]))"]
+    text = "Hello I'm a [MASK] model."
+    with serve(tmp_path, out, prefix=prefix) as served:
+        with served.client() as client:
+            answer = client.post("/", json={"inputs": text, "parameters": {"top_k": 3}}).json()
+            info = client.get("/info").json()
+    assert info["backend"] == "onnx"
+    assert_same(answer, distilbert.pipeline("fill-mask", model=out)(text, top_k=3))
+
+
+@pytest.mark.slow
+def test_workers_share_the_cores_and_the_metrics(checkpoint_factory, vocab, tmp_path):
+    folder, _ = checkpoint_factory("distilbert", "Model", vocab="real")
+    pipe = distilbert.pipeline("feature-extraction", model=folder)
+    with serve(tmp_path, folder, "--workers", "2") as served:
+        answers = asyncio.run(_load(served.url, [("/embed", {"inputs": "two workers"})] * 32, clients=8))
+        assert all(a[0] == 200 for a in answers)
+        assert_same(answers[0][1], [pipe("two workers", pooling="mean", normalize=True)])
+        assert metric(served.metrics(), "te_request_success_total") >= 32
