@@ -57,9 +57,8 @@ class Served:
         return httpx.get(self.url + "/metrics", headers=headers, timeout=30).text
 
 
-@contextlib.contextmanager
-def serve(tmp_path: Path, model, *args: str, prefix: list[str] | None = None):
-    """`distilbert serve MODEL ARGS` on a free port; yields once /health answers 200, stops it after."""
+def start(tmp_path: Path, model, *args: str, prefix: list[str] | None = None) -> Served:
+    """`distilbert serve MODEL ARGS` on a free port, started (not yet ready: see `ready`)."""
     port = free_port()
     log = tmp_path / f"server-{port}.log"
     command = prefix or [sys.executable, "-m", "distilbert.cli"]
@@ -67,25 +66,38 @@ def serve(tmp_path: Path, model, *args: str, prefix: list[str] | None = None):
     with open(log, "w") as out:
         process = subprocess.Popen([*command, "serve", str(model), "--port", str(port), *args],
                                    stdout=out, stderr=subprocess.STDOUT, env=env)
-    served = Served(process, f"http://127.0.0.1:{port}", log)
+    return Served(process, f"http://127.0.0.1:{port}", log)
+
+
+def ready(served: Served, budget: float = 240) -> Served:
+    """Wait (bounded) until /health answers 200."""
+    deadline = time.monotonic() + budget
+    while True:
+        assert served.process.poll() is None, f"the server exited: {served.log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"the server did not come up: {served.log.read_text()[-3000:]}"
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(served.url + "/health", timeout=5).status_code == 200:
+                return served
+        time.sleep(0.2)
+
+
+def stop(served: Served) -> None:
+    if served.process.poll() is None:
+        served.process.terminate()
+        try:
+            served.process.wait(60)
+        except subprocess.TimeoutExpired:
+            served.process.kill()
+            served.process.wait(10)
+
+
+@contextlib.contextmanager
+def serve(tmp_path: Path, model, *args: str, prefix: list[str] | None = None):
+    served = start(tmp_path, model, *args, prefix=prefix)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, f"the server exited: {log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"the server did not come up: {log.read_text()[-3000:]}"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(served.url + "/health", timeout=5).status_code == 200:
-                    break
-            time.sleep(0.2)
-        yield served
+        yield ready(served)
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        stop(served)
 
 
 def assert_same(got, expected, path="answer"):
@@ -115,38 +127,65 @@ def metric(text: str, name: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def vocab():
-    return data_file("vocab", "bert-base-uncased-vocab.txt")
+def models(checkpoint_factory, tmp_path_factory):
+    """The checkpoints, and an ONNX export of the masked LM."""
+    data_file("vocab", "bert-base-uncased-vocab.txt")
+    from distilbert.onnx import export
+
+    found = {
+        "embed": checkpoint_factory("distilbert", "Model", vocab="real")[0],
+        "fill": checkpoint_factory("distilbert", "ForMaskedLM", vocab="real")[0],
+        "classify": checkpoint_factory("bert", "ForSequenceClassification", vocab="real")[0],
+        # big enough that a burst is still running when SIGTERM comes
+        "big": checkpoint_factory("distilbert", "Model", vocab="real", dim=192, n_heads=3, n_layers=4, hidden_dim=768,
+                                  max_position_embeddings=512)[0],
+    }
+    found["onnx"] = tmp_path_factory.mktemp("onnx") / "fill-mask"
+    export(found["fill"], found["onnx"], log=lambda line: None)
+    return found
+
+
+TORCH_BLOCKED = [sys.executable, "-c", "import sys; sys.modules['torch'] = None; from distilbert.cli import main; "
+                 "sys.exit(main(sys.argv[1:]))"]
 
 
 @pytest.fixture(scope="module")
-def embedder(checkpoint_factory, vocab, tmp_path_factory):
-    folder, _ = checkpoint_factory("distilbert", "Model", vocab="real")
-    with serve(tmp_path_factory.mktemp("embed"), folder) as served:
-        yield served, distilbert.pipeline("feature-extraction", model=folder)
+def servers(models, tmp_path_factory):
+    """Every server this file uses, started at once (each start is mostly imports: in parallel they overlap)."""
+    tmp = tmp_path_factory.mktemp("servers")
+    started = {
+        "embed": start(tmp, models["embed"]),
+        "fill": start(tmp, models["fill"]),
+        "classify": start(tmp, models["classify"]),
+        "guarded": start(tmp, models["embed"], "--max-concurrent-requests", "4", "--max-client-batch-size", "4",
+                         "--payload-limit", "3000", "--api-key", KEY),
+        "big": start(tmp, models["big"]),
+        "torch-free": start(tmp, models["onnx"], prefix=TORCH_BLOCKED),
+    }
+    yield started
+    for served in started.values():
+        stop(served)
 
 
 @pytest.fixture(scope="module")
-def filler(checkpoint_factory, vocab, tmp_path_factory):
-    folder, _ = checkpoint_factory("distilbert", "ForMaskedLM", vocab="real")
-    with serve(tmp_path_factory.mktemp("fill"), folder) as served:
-        yield served, distilbert.pipeline("fill-mask", model=folder)
+def embedder(servers, models):
+    return ready(servers["embed"]), distilbert.pipeline("feature-extraction", model=models["embed"])
 
 
 @pytest.fixture(scope="module")
-def classifier(checkpoint_factory, vocab, tmp_path_factory):
-    folder, _ = checkpoint_factory("bert", "ForSequenceClassification", vocab="real")
-    with serve(tmp_path_factory.mktemp("classify"), folder) as served:
-        yield served, distilbert.pipeline("text-classification", model=folder)
+def filler(servers, models):
+    return ready(servers["fill"]), distilbert.pipeline("fill-mask", model=models["fill"])
 
 
 @pytest.fixture(scope="module")
-def guarded(checkpoint_factory, vocab, tmp_path_factory):
+def classifier(servers, models):
+    return ready(servers["classify"]), distilbert.pipeline("text-classification", model=models["classify"])
+
+
+@pytest.fixture(scope="module")
+def guarded(servers):
     """Small limits and an API key."""
-    folder, _ = checkpoint_factory("distilbert", "Model", vocab="real")
-    with serve(tmp_path_factory.mktemp("guarded"), folder, "--max-concurrent-requests", "4",
-               "--max-client-batch-size", "4", "--payload-limit", "3000", "--api-key", KEY) as served:
-        yield served
+    return ready(servers["guarded"])
 
 
 # --- TEI routes ---------------------------------------------------------------------------------------
@@ -435,27 +474,26 @@ def test_limits_and_bad_requests(guarded):
 # --- shutdown, torch-free -------------------------------------------------------------------------------
 
 
-def test_sigterm_during_a_burst_answers_every_accepted_request(checkpoint_factory, vocab, tmp_path):
-    # a model big enough that the burst is still running when the signal comes
-    folder, _ = checkpoint_factory("distilbert", "Model", vocab="real", dim=192, n_heads=3, n_layers=4,
-                                   hidden_dim=768, max_position_embeddings=512)
-    pipe = distilbert.pipeline("feature-extraction", model=folder)
+def test_sigterm_during_a_burst_answers_every_accepted_request(servers, models):
+    pipe = distilbert.pipeline("feature-extraction", model=models["big"])
     texts = [text_of(250, i) for i in range(4)]
     expected = pipe(texts, pooling="mean", normalize=True)
-    with serve(tmp_path, folder) as served:
-        async def burst():
-            load = asyncio.create_task(_load(served.url, [("/embed", {"inputs": texts})] * 16, clients=16, budget=120))
-            await asyncio.sleep(1.0)
-            served.process.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.1)
-            async with httpx.AsyncClient(base_url=served.url, timeout=30) as client:
-                try:
-                    late = (await client.post("/embed", json={"inputs": "late"})).status_code
-                except httpx.TransportError:
-                    late = None  # already gone: refused, which is not an accepted request
-            return await load, late
-        answers, late = asyncio.run(burst())
-        assert served.process.wait(90) is not None
+    served = ready(servers["big"])
+
+    async def burst():
+        load = asyncio.create_task(_load(served.url, [("/embed", {"inputs": texts})] * 16, clients=16, budget=120))
+        await asyncio.sleep(1.0)
+        served.process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.1)
+        async with httpx.AsyncClient(base_url=served.url, timeout=30) as client:
+            try:
+                late = (await client.post("/embed", json={"inputs": "late"})).status_code
+            except httpx.TransportError:
+                late = None  # already gone: refused, which is not an accepted request
+        return await load, late
+
+    answers, late = asyncio.run(burst())
+    served.process.wait(90)
     statuses = [a[0] for a in answers]
     assert None not in statuses, [a[1] for a in answers if a[0] is None][:2]
     assert set(statuses) <= {200, 503} and 200 in statuses, statuses
@@ -466,26 +504,18 @@ def test_sigterm_during_a_burst_answers_every_accepted_request(checkpoint_factor
     assert "shutting down" in served.log.read_text()
 
 
-def test_serves_an_onnx_export_where_torch_cannot_be_imported(mlm_checkpoint, tmp_path):
-    from distilbert.onnx import export
-
-    source, _ = mlm_checkpoint
-    out = tmp_path / "onnx"
-    export(source, out, log=lambda line: None)
-    prefix = [sys.executable, "-c", "import sys; sys.modules['torch'] = None; from distilbert.cli import main; "
-              "sys.argv[0] = 'distilbert'; sys.exit(main(sys.argv[1:]))"]
+def test_serves_an_onnx_export_where_torch_cannot_be_imported(servers, models):
     text = "Hello I'm a [MASK] model."
-    with serve(tmp_path, out, prefix=prefix) as served:
-        with served.client() as client:
-            answer = client.post("/", json={"inputs": text, "parameters": {"top_k": 3}}).json()
-            info = client.get("/info").json()
+    with ready(servers["torch-free"]).client() as client:
+        answer = client.post("/", json={"inputs": text, "parameters": {"top_k": 3}}).json()
+        info = client.get("/info").json()
     assert info["backend"] == "onnx"
-    assert_same(answer, distilbert.pipeline("fill-mask", model=out)(text, top_k=3))
+    assert_same(answer, distilbert.pipeline("fill-mask", model=models["onnx"])(text, top_k=3))
 
 
 @pytest.mark.slow
-def test_workers_share_the_cores_and_the_metrics(checkpoint_factory, vocab, tmp_path):
-    folder, _ = checkpoint_factory("distilbert", "Model", vocab="real")
+def test_workers_share_the_cores_and_the_metrics(models, tmp_path):
+    folder = models["embed"]
     pipe = distilbert.pipeline("feature-extraction", model=folder)
     with serve(tmp_path, folder, "--workers", "2") as served:
         answers = asyncio.run(_load(served.url, [("/embed", {"inputs": "two workers"})] * 32, clients=8))

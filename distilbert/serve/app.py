@@ -439,7 +439,9 @@ def run(settings: Settings, host: str = "127.0.0.1", port: int = 8080, workers: 
         settings.threads = max(1, usable_cores() // workers)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # numpy's BLAS: the same share
         os.environ.setdefault(var, str(settings.threads))
-    common = dict(host=host, port=port, log_level=log_level, timeout_graceful_shutdown=int(settings.graceful_timeout) + 5)
+    # keep-alive past uvicorn's 5 s: a client reusing a connection the server just closed gets a transport error
+    common = dict(host=host, port=port, log_level=log_level, timeout_keep_alive=75,
+                  timeout_graceful_shutdown=int(settings.graceful_timeout) + 5)
     if workers == 1:
         app = create_app(settings)
         uvicorn.Server(uvicorn.Config(app, **common)).run()
