@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import importlib.util
 import json
 import os
 import random
@@ -140,11 +141,17 @@ def models(checkpoint_factory, tmp_path_factory):
         "big": checkpoint_factory("distilbert", "Model", vocab="real", dim=192, n_heads=3, n_layers=4, hidden_dim=768,
                                   max_position_embeddings=512)[0],
     }
+    for task in LATER_TASKS:  # pipelines that other work adds: served as soon as they exist
+        arch = "ForTokenClassification" if task == "token-classification" else "ForQuestionAnswering"
+        found[task] = checkpoint_factory("distilbert", arch, vocab="real")[0]
     found["onnx"] = tmp_path_factory.mktemp("onnx") / "fill-mask"
     export(found["fill"], found["onnx"], log=lambda line: None)
     return found
 
 
+LATER_TASKS = [task for task, module in (("token-classification", "token_classification"),
+                                         ("question-answering", "question_answering"))
+               if importlib.util.find_spec(f"distilbert.pipelines.{module}") is not None]
 TORCH_BLOCKED = [sys.executable, "-c", "import sys; sys.modules['torch'] = None; from distilbert.cli import main; "
                  "sys.exit(main(sys.argv[1:]))"]
 
@@ -161,6 +168,7 @@ def servers(models, tmp_path_factory):
                          "--payload-limit", "3000", "--api-key", KEY),
         "big": start(tmp, models["big"]),
         "torch-free": start(tmp, models["onnx"], prefix=TORCH_BLOCKED),
+        **{task: start(tmp, models[task]) for task in LATER_TASKS},
     }
     yield started
     for served in started.values():
@@ -351,6 +359,42 @@ def test_classification_tei_and_hf_agree(classifier):
         assert client.post("/predict", json={"inputs": [a, b, a]}).status_code == 422
     labels = InferenceClient(model=served.url).text_classification(a)
     assert [(x.label, round(x.score, 5)) for x in labels] == [(p["label"], round(p["score"], 5)) for p in single]
+
+
+@pytest.mark.skipif("token-classification" not in LATER_TASKS, reason="no token-classification pipeline yet")
+def test_hf_token_classification(servers, models):
+    from huggingface_hub import InferenceClient
+
+    served = ready(servers["token-classification"])
+    pipe = distilbert.pipeline("token-classification", model=models["token-classification"])
+    text, texts = "My name is Sarah and I live in London", ["Paris is nice", "Hugging Face in New York"]
+    with served.client() as client:
+        assert_same(client.post("/", json={"inputs": text}).json(), pipe(text))
+        for params in ({"aggregation_strategy": "simple"}, {"aggregation_strategy": "none", "ignore_labels": []}):
+            assert_same(client.post("/", json={"inputs": texts, "parameters": params}).json(), pipe(texts, **params))
+        assert_same(client.post("/pipeline/ner", json={"inputs": text}).json(), pipe(text))
+        r = client.post("/", json={"inputs": text, "parameters": {"aggregation_strategy": "sideways"}})
+        assert r.status_code == 422
+        assert client.post("/embed", json={"inputs": text}).status_code == 424
+    entities = InferenceClient(model=served.url).token_classification(text)
+    assert len(entities) == len(pipe(text))
+
+
+@pytest.mark.skipif("question-answering" not in LATER_TASKS, reason="no question-answering pipeline yet")
+def test_hf_question_answering(servers, models):
+    from huggingface_hub import InferenceClient
+
+    served = ready(servers["question-answering"])
+    pipe = distilbert.pipeline("question-answering", model=models["question-answering"])
+    example = {"question": "Where do I live?", "context": "My name is Clara and I live in Berkeley. " * 3}
+    with served.client() as client:
+        assert_same(client.post("/", json={"inputs": example}).json(), pipe(example))
+        assert_same(client.post("/", json={"inputs": example, "parameters": {"top_k": 2}}).json(), pipe(example, top_k=2))
+        assert_same(client.post("/", json={"inputs": [example, example]}).json(), pipe([example, example]))
+        r = client.post("/", json={"inputs": "just a text"})
+        assert r.status_code == 422 and "question" in r.json()["error"]
+    answer = InferenceClient(model=served.url).question_answering(**example)
+    assert answer.answer == pipe(example)["answer"]
 
 
 # --- load, back-pressure, limits, keys ------------------------------------------------------------------

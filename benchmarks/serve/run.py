@@ -1,0 +1,195 @@
+"""`distilbert serve` against the server a user would otherwise write (FastAPI + a `transformers` pipeline).
+
+usage: .venv/bin/python benchmarks/serve/run.py [--seconds 10] [--clients 1,8,64] [--backend onnx|torch]
+
+Same full-size random-weight distilbert-base-uncased on both sides (benchmarks/serve/prepare.py makes it and
+our ONNX exports of it). A load generator on loopback: N concurrent clients, each sending one text per
+request back to back, for a fixed time (and at most --max-requests requests), then it stops. Texts are
+WikiText-2 paragraphs cut to 8-120 words (fill-mask: a [MASK] in the middle). Reports throughput and
+p50 / p99 latency per workload and client count, the ratios ours / reference, and, at one client, our
+pipeline called directly in this process (what the server adds). Writes benchmarks/serve/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+CACHE = ROOT / "benchmarks" / ".cache" / "serve"
+DATA = Path(os.environ.get("DISTILBERT_DATA", ROOT.parent / "shared" / "data"))
+PYTHON = ROOT / ".venv" / "bin" / "python"
+WORKLOADS = {"embeddings": ("feature-extraction", "/embed", "onnx-features"),
+             "fill-mask": ("fill-mask", "/", "onnx-fill-mask")}
+
+
+def texts(workload: str, n: int = 64) -> list[str]:
+    rng = random.Random(0)
+    lines = [line.strip() for line in (DATA / "text" / "wikitext-2-valid.txt").read_text(encoding="utf-8").splitlines()
+             if len(line.split()) >= 12 and not line.strip().startswith("=")]
+    out = []
+    for line in rng.sample(lines, n):
+        words = line.split()[: rng.randint(8, 120)]
+        if workload == "fill-mask":
+            words[len(words) // 2] = "[MASK]"
+        out.append(" ".join(words))
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server(command: list[str], port: int):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{command[:4]} exited: {process.stderr.read()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{command[:4]} did not come up")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
+                    break
+            time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+async def load(url: str, route: str, inputs: list[str], clients: int, seconds: float, max_requests: int) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    sent = 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        for text in inputs[:3]:  # warm-up
+            await client.post(route, json={"inputs": text})
+        start = time.perf_counter()
+        deadline = start + seconds
+
+        async def worker(k: int):
+            nonlocal errors, sent
+            i = k
+            while time.perf_counter() < deadline and sent < max_requests:
+                sent += 1
+                t = time.perf_counter()
+                r = await client.post(route, json={"inputs": inputs[i % len(inputs)]})
+                if r.status_code == 200:
+                    latencies.append(time.perf_counter() - t)
+                else:
+                    errors += 1
+                i += clients
+
+        await asyncio.wait_for(asyncio.gather(*(worker(k) for k in range(clients))), seconds + 300)
+        elapsed = time.perf_counter() - start
+    ms = np.asarray(latencies) * 1000
+    return {"requests": len(latencies), "errors": errors, "seconds": round(elapsed, 2),
+            "throughput": round(len(latencies) / elapsed, 2),
+            "p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
+            "p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else None}
+
+
+def direct(workload: str, backend: str, inputs: list[str], seconds: float) -> dict:
+    """Our pipeline called in this process, one text at a time: the floor the server adds to."""
+    sys.path.insert(0, str(ROOT))
+    import distilbert
+
+    task, _, folder = WORKLOADS[workload]
+    model = CACHE / folder if backend == "onnx" else CACHE / "hf"
+    pipe = distilbert.pipeline(task, model=model, backend=backend)
+    call = (lambda t: pipe(t, pooling="mean", normalize=True)) if task == "feature-extraction" else pipe
+    for text in inputs[:3]:
+        call(text)
+    latencies, start, i = [], time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        t = time.perf_counter()
+        call(inputs[i % len(inputs)])
+        latencies.append(time.perf_counter() - t)
+        i += 1
+    ms = np.asarray(latencies) * 1000
+    return {"requests": len(ms), "p50_ms": round(float(np.percentile(ms, 50)), 1),
+            "p99_ms": round(float(np.percentile(ms, 99)), 1)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--seconds", type=float, default=10.0, help="per measurement (default 10)")
+    p.add_argument("--clients", default="1,8,64")
+    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx", help="ours (default onnx: our fp32 export)")
+    p.add_argument("--max-requests", type=int, default=20000)
+    p.add_argument("--only", default="embeddings,fill-mask")
+    args = p.parse_args()
+    clients = [int(c) for c in args.clients.split(",")]
+    if not (CACHE / "onnx-features" / "model.onnx").exists():
+        subprocess.run([str(PYTHON), str(HERE / "prepare.py")], check=True)
+    results: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared)",
+                     "seconds": args.seconds, "backend": args.backend, "runs": []}
+    for workload in args.only.split(","):
+        task, route, folder = WORKLOADS[workload]
+        inputs = texts(workload)
+        model = CACHE / folder if args.backend == "onnx" else CACHE / "hf"
+        for name in ("ours", "reference"):
+            port = free_port()
+            if name == "ours":
+                command = [str(PYTHON), "-m", "distilbert.cli", "serve", str(model), "--task", task, "--port", str(port),
+                           "--backend", args.backend]
+            else:
+                command = [str(PYTHON), str(HERE / "reference_server.py"), str(CACHE / "hf"), "--task", task,
+                           "--port", str(port)]
+            with server(command, port) as url:
+                for n in clients:
+                    run = asyncio.run(load(url, route, inputs, n, args.seconds, args.max_requests))
+                    run.update(workload=workload, server=name, clients=n)
+                    results["runs"].append(run)
+                    print(json.dumps(run), flush=True)
+        run = direct(workload, args.backend, inputs, args.seconds)
+        run.update(workload=workload, server="pipeline, in process", clients=1)
+        results["runs"].append(run)
+        print(json.dumps(run), flush=True)
+    (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+
+
+def table(results: dict) -> str:
+    runs = {(r["workload"], r["server"], r["clients"]): r for r in results["runs"]}
+    lines = ["| workload | clients | ours req/s | reference req/s | x throughput | ours p50 / p99 ms | reference p50 / p99 ms |",
+             "|---|---|---|---|---|---|---|"]
+    for (workload, server, n), ours in runs.items():
+        if server != "ours":
+            continue
+        ref = runs.get((workload, "reference", n))
+        ratio = f"{ours['throughput'] / ref['throughput']:.2f}" if ref and ref["throughput"] else "-"
+        lines.append(f"| {workload} | {n} | {ours['throughput']} | {ref['throughput'] if ref else '-'} | {ratio} | "
+                     f"{ours['p50_ms']} / {ours['p99_ms']} | {ref['p50_ms'] if ref else '-'} / {ref['p99_ms'] if ref else '-'} |")
+    for (workload, server, n), r in runs.items():
+        if server.startswith("pipeline"):
+            lines.append(f"| {workload}: our pipeline in process | 1 | - | - | - | {r['p50_ms']} / {r['p99_ms']} | - |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
