@@ -24,7 +24,7 @@ def main() -> None:
         model.save_pretrained(hf)
         transformers.BertTokenizerFast(str(DATA / "vocab" / "bert-base-uncased-vocab.txt")).save_pretrained(hf)
     for task, name in (("fill-mask", "onnx-fill-mask"), ("feature-extraction", "onnx-features")):
-        if not (CACHE / name / "model.onnx").exists():
+        if not (CACHE / name / "export_report.json").exists():  # written last, after validation
             subprocess.run([sys.executable, "-m", "distilbert.cli", "export", str(hf), str(CACHE / name), "--task", task,
                             "--optimize"], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     print(CACHE)

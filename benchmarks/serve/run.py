@@ -144,7 +144,7 @@ def main() -> None:
     p.add_argument("--only", default="embeddings,fill-mask")
     args = p.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
-    if not (CACHE / "onnx-features" / "model.onnx").exists():
+    if not (CACHE / "onnx-features" / "export_report.json").exists():
         subprocess.run([str(PYTHON), str(HERE / "prepare.py")], check=True)
     results: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared)",
                      "seconds": args.seconds, "backend": args.backend, "runs": []}

@@ -40,6 +40,7 @@ from .schemas import ApiError, validation_message
 log = logging.getLogger("distilbert.serve")
 SETTINGS_ENV = "DISTILBERT_SERVE_SETTINGS"  # how `run` hands the settings to worker processes
 UNCOUNTED = ("/metrics", "/health", "/docs", "/openapi.json", "/docs/oauth2-redirect")
+FORM = b"application/x-www-form-urlencoded"  # what curl -d calls a body
 DTYPES = {"fp32": "float32", "int8": "int8", "bf16": "bfloat16"}
 
 
@@ -248,15 +249,15 @@ class Gate:
         if counted:
             server.metrics.requests.labels(route).inc()
         headers = dict(scope["headers"])
-        if scope["method"] == "POST" and headers.get(b"content-type", b"application/x-www-form-urlencoded") == b"application/x-www-form-urlencoded":
-            # every body here is JSON: read it so whatever the client (curl -d) calls it
-            headers[b"content-type"] = b"application/json"
+        if scope["method"] == "POST" and headers.get(b"content-type", FORM) == FORM:
+            # every body here is JSON: read it as JSON whatever the client (curl -d) calls it
             scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k != b"content-type"]
                      + [(b"content-type", b"application/json")]}
         refusal = None
         if server.draining:
             refusal = ApiError(503, "Unhealthy", "the server is shutting down; retry elsewhere or later", "shutdown")
-        elif self.key is not None and path != "/health" and not hmac.compare_digest(headers.get(b"authorization", b""), self.key):
+        elif self.key is not None and path != "/health" and not hmac.compare_digest(
+                headers.get(b"authorization", b""), self.key):
             refusal = ApiError(401, "Unauthorized", "missing or wrong API key: send the header "
                                "'Authorization: Bearer KEY'", "unauthorized")
         else:
