@@ -144,7 +144,7 @@ def main() -> None:
     p.add_argument("--only", default="embeddings,fill-mask")
     args = p.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
-    if not (CACHE / "onnx-features" / "export_report.json").exists():
+    if any(not (CACHE / WORKLOADS[w][2] / "export_report.json").exists() for w in args.only.split(",")):
         subprocess.run([str(PYTHON), str(HERE / "prepare.py")], check=True)
     results: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared)",
                      "seconds": args.seconds, "backend": args.backend, "runs": []}
@@ -170,7 +170,8 @@ def main() -> None:
         run.update(workload=workload, server="pipeline, in process", clients=1)
         results["runs"].append(run)
         print(json.dumps(run), flush=True)
-    (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    out = HERE / f"results-{args.only.replace(',', '-')}.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
 
 

@@ -51,7 +51,7 @@ class Settings:
     backend: str | None = None
     precision: str = "fp32"
     threads: int | None = None
-    max_batch_tokens: int = 8192
+    max_batch_tokens: int = 1024
     max_concurrent_requests: int = 512
     max_client_batch_size: int = 32
     payload_limit: int = 2_000_000
