@@ -152,16 +152,15 @@ def main() -> None:
         task, route, folder = WORKLOADS[workload]
         inputs = texts(workload)
         model = CACHE / folder if args.backend == "onnx" else CACHE / "hf"
-        for name in ("ours", "reference"):
-            port = free_port()
-            if name == "ours":
-                command = [str(PYTHON), "-m", "distilbert.cli", "serve", str(model), "--task", task, "--port", str(port),
-                           "--backend", args.backend]
-            else:
-                command = [str(PYTHON), str(HERE / "reference_server.py"), str(CACHE / "hf"), "--task", task,
-                           "--port", str(port)]
-            with server(command, port) as url:
-                for n in clients:
+        ours_port, reference_port = free_port(), free_port()
+        ours = [str(PYTHON), "-m", "distilbert.cli", "serve", str(model), "--task", task, "--port", str(ours_port),
+                "--backend", args.backend]
+        reference = [str(PYTHON), str(HERE / "reference_server.py"), str(CACHE / "hf"), "--task", task,
+                     "--port", str(reference_port)]
+        # both up at once (an idle server costs nothing), measured in turns, so the machine's drift hits both alike
+        with server(ours, ours_port) as ours_url, server(reference, reference_port) as reference_url:
+            for n in clients:
+                for name, url in (("ours", ours_url), ("reference", reference_url)):
                     run = asyncio.run(load(url, route, inputs, n, args.seconds, args.max_requests))
                     run.update(workload=workload, server=name, clients=n)
                     results["runs"].append(run)
