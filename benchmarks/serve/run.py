@@ -7,7 +7,10 @@ our ONNX exports of it). A load generator on loopback: N concurrent clients, eac
 request back to back, for a fixed time (and at most --max-requests requests), then it stops. Texts are
 WikiText-2 paragraphs cut to 8-120 words (fill-mask: a [MASK] in the middle). Reports throughput and
 p50 / p99 latency per workload and client count, the ratios ours / reference, and, at one client, our
-pipeline called directly in this process (what the server adds). Writes benchmarks/serve/results.json.
+pipeline called directly in this process (what the server adds), and the CPU time each server used per
+request (from /proc): on a machine shared with other work the OS shares the cores out per thread, so a
+server running more threads gets more of them and wall-clock figures flatter it; CPU per request does not
+depend on that. Writes benchmarks/serve/results-WORKLOADS.json.
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ def server(command: list[str], port: int):
                 if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
                     break
             time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", process.pid
     finally:
         process.terminate()
         try:
@@ -80,7 +83,14 @@ def server(command: list[str], port: int):
             process.kill()
 
 
-async def load(url: str, route: str, inputs: list[str], clients: int, seconds: float, max_requests: int) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used, all its threads together (utime + stime from /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def load(url: str, pid: int, route: str, inputs: list[str], clients: int, seconds: float,
+               max_requests: int) -> dict:
     latencies: list[float] = []
     errors = 0
     sent = 0
@@ -88,7 +98,7 @@ async def load(url: str, route: str, inputs: list[str], clients: int, seconds: f
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
         for text in inputs[:3]:  # warm-up
             await client.post(route, json={"inputs": text})
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), cpu_seconds(pid)
         deadline = start + seconds
 
         async def worker(k: int):
@@ -105,9 +115,10 @@ async def load(url: str, route: str, inputs: list[str], clients: int, seconds: f
                 i += clients
 
         await asyncio.wait_for(asyncio.gather(*(worker(k) for k in range(clients))), seconds + 300)
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, cpu_seconds(pid) - cpu_start
     ms = np.asarray(latencies) * 1000
     return {"requests": len(latencies), "errors": errors, "seconds": round(elapsed, 2),
+            "cpu_ms_per_request": round(cpu * 1000 / max(1, len(latencies)), 1),
             "throughput": round(len(latencies) / elapsed, 2),
             "p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
             "p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else None}
@@ -124,14 +135,15 @@ def direct(workload: str, backend: str, inputs: list[str], seconds: float) -> di
     call = (lambda t: pipe(t, pooling="mean", normalize=True)) if task == "feature-extraction" else pipe
     for text in inputs[:3]:
         call(text)
-    latencies, start, i = [], time.perf_counter(), 0
+    latencies, start, cpu_start, i = [], time.perf_counter(), time.process_time(), 0
     while time.perf_counter() - start < seconds:
         t = time.perf_counter()
         call(inputs[i % len(inputs)])
         latencies.append(time.perf_counter() - t)
         i += 1
     ms = np.asarray(latencies) * 1000
-    return {"requests": len(ms), "p50_ms": round(float(np.percentile(ms, 50)), 1),
+    cpu = time.process_time() - cpu_start
+    return {"requests": len(ms), "cpu_ms_per_request": round(cpu * 1000 / len(ms), 1), "p50_ms": round(float(np.percentile(ms, 50)), 1),
             "p99_ms": round(float(np.percentile(ms, 99)), 1)}
 
 
@@ -158,10 +170,10 @@ def main() -> None:
         reference = [str(PYTHON), str(HERE / "reference_server.py"), str(CACHE / "hf"), "--task", task,
                      "--port", str(reference_port)]
         # both up at once (an idle server costs nothing), measured in turns, so the machine's drift hits both alike
-        with server(ours, ours_port) as ours_url, server(reference, reference_port) as reference_url:
+        with server(ours, ours_port) as ours_up, server(reference, reference_port) as reference_up:
             for n in clients:
-                for name, url in (("ours", ours_url), ("reference", reference_url)):
-                    run = asyncio.run(load(url, route, inputs, n, args.seconds, args.max_requests))
+                for name, (url, pid) in (("ours", ours_up), ("reference", reference_up)):
+                    run = asyncio.run(load(url, pid, route, inputs, n, args.seconds, args.max_requests))
                     run.update(workload=workload, server=name, clients=n)
                     results["runs"].append(run)
                     print(json.dumps(run), flush=True)
@@ -176,18 +188,21 @@ def main() -> None:
 
 def table(results: dict) -> str:
     runs = {(r["workload"], r["server"], r["clients"]): r for r in results["runs"]}
-    lines = ["| workload | clients | ours req/s | reference req/s | x throughput | ours p50 / p99 ms | reference p50 / p99 ms |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| workload | clients | ours req/s | reference req/s | x throughput | ours p50 / p99 ms | reference p50 / p99 ms "
+             "| CPU ms per request, ours / reference | x CPU efficiency |", "|---|---|---|---|---|---|---|---|---|"]
     for (workload, server, n), ours in runs.items():
         if server != "ours":
             continue
         ref = runs.get((workload, "reference", n))
         ratio = f"{ours['throughput'] / ref['throughput']:.2f}" if ref and ref["throughput"] else "-"
         lines.append(f"| {workload} | {n} | {ours['throughput']} | {ref['throughput'] if ref else '-'} | {ratio} | "
-                     f"{ours['p50_ms']} / {ours['p99_ms']} | {ref['p50_ms'] if ref else '-'} / {ref['p99_ms'] if ref else '-'} |")
+                     f"{ours['p50_ms']} / {ours['p99_ms']} | {ref['p50_ms'] if ref else '-'} / {ref['p99_ms'] if ref else '-'} | "
+                     f"{ours['cpu_ms_per_request']} / {ref['cpu_ms_per_request'] if ref else '-'} | "
+                     f"{ref['cpu_ms_per_request'] / ours['cpu_ms_per_request']:.2f} |" if ref else "- |")
     for (workload, server, n), r in runs.items():
         if server.startswith("pipeline"):
-            lines.append(f"| {workload}: our pipeline in process | 1 | - | - | - | {r['p50_ms']} / {r['p99_ms']} | - |")
+            lines.append(f"| {workload}: our pipeline in process | 1 | - | - | - | {r['p50_ms']} / {r['p99_ms']} | - | "
+                         f"{r['cpu_ms_per_request']} | - |")
     return "\n".join(lines)
 
 
