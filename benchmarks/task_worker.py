@@ -25,14 +25,21 @@ def make(peer: str, workload: str, cache: Path):
         _, backend, precision = peer.split("-")
         model = cache / (f"ours-{name}" if backend == "onnx" else f"hf-{name}")
         p = distilbert.pipeline(task, model=model, backend=backend, precision=precision, batch_size=BATCH)
-    elif peer == "transformers":
-        from transformers import pipeline
-
-        p = pipeline(task, model=str(cache / f"hf-{name}"))
     else:
-        from optimum.pipelines import pipeline
+        # DistilBERT's own tokenizer class: with the saved BertTokenizer, transformers 4.57's question-answering
+        # pipeline feeds token_type_ids, which DistilBERT does not take
+        from transformers import DistilBertTokenizerFast
 
-        p = pipeline(task, model=str(cache / f"optimum-{name}"), accelerator="ort")
+        folder = str(cache / (f"hf-{name}" if peer == "transformers" else f"optimum-{name}"))
+        tokenizer = DistilBertTokenizerFast.from_pretrained(folder)
+        if peer == "transformers":
+            from transformers import pipeline
+
+            p = pipeline(task, model=folder, tokenizer=tokenizer)
+        else:
+            from optimum.pipelines import pipeline
+
+            p = pipeline(task, model=folder, tokenizer=tokenizer, accelerator="ort")
     ours = peer.startswith("ours-")
     if workload == "W5":
         options = {} if ours else {"batch_size": BATCH, "truncation": True}
