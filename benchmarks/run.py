@@ -48,22 +48,7 @@ FILL_MASK_PEERS = [p for p in PEERS if not p.startswith("st-")]
 
 def prepare(n_texts: int) -> None:
     """The full-size checkpoint, every export, and the inputs; made once into benchmarks/.cache."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    vocab = DATA / "vocab" / "bert-base-uncased-vocab.txt"
-    if not (CACHE / "hf" / "model.safetensors").exists():
-        script = f"""
-import torch, transformers
-torch.manual_seed(0)
-model = transformers.DistilBertForMaskedLM(transformers.DistilBertConfig())  # distilbert-base-uncased's sizes
-model.save_pretrained({str(CACHE / 'hf')!r})
-transformers.BertTokenizerFast({str(vocab)!r}).save_pretrained({str(CACHE / 'hf')!r})
-"""
-        subprocess.run([str(OURS), "-c", script], check=True)
-    for task, name in (("fill-mask", "ours-fill-mask"), ("feature-extraction", "ours-features")):
-        if not (CACHE / name / "model_quantized.onnx").exists():
-            subprocess.run([str(OURS), "-m", "distilbert.cli", "export", str(CACHE / "hf"), str(CACHE / name), "--task", task,
-                            "--optimize", "--quantize", "int8", "--drift-text", str(DATA / "text" / "wikitext-2-valid.txt")],
-                           check=True, stdout=subprocess.DEVNULL)
+    prepare_ours()
     if not (CACHE / "optimum-features" / "model.onnx").exists():
         script = f"""
 from optimum.onnxruntime import ORTModelForMaskedLM, ORTModelForFeatureExtraction
@@ -78,6 +63,26 @@ SentenceTransformer({str(CACHE / 'hf')!r}, backend="onnx", device="cpu").save_pr
 """
         subprocess.run([str(PEERS_PY), "-c", script], check=True)
     _texts(n_texts)
+
+
+def prepare_ours(exports: tuple[str, ...] = ("fill-mask", "feature-extraction")) -> None:
+    """The full-size random-weight checkpoint and our exports of it for these tasks (fp32 and int8)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    vocab = DATA / "vocab" / "bert-base-uncased-vocab.txt"
+    if not (CACHE / "hf" / "model.safetensors").exists():
+        script = f"""
+import torch, transformers
+torch.manual_seed(0)
+model = transformers.DistilBertForMaskedLM(transformers.DistilBertConfig())  # distilbert-base-uncased's sizes
+model.save_pretrained({str(CACHE / 'hf')!r})
+transformers.BertTokenizerFast({str(vocab)!r}).save_pretrained({str(CACHE / 'hf')!r})
+"""
+        subprocess.run([str(OURS), "-c", script], check=True)
+    for task, name in (("fill-mask", "ours-fill-mask"), ("feature-extraction", "ours-features")):
+        if task in exports and not (CACHE / name / "model_quantized.onnx").exists():
+            subprocess.run([str(OURS), "-m", "distilbert.cli", "export", str(CACHE / "hf"), str(CACHE / name), "--task", task,
+                            "--optimize", "--quantize", "int8", "--drift-text", str(DATA / "text" / "wikitext-2-valid.txt")],
+                           check=True, stdout=subprocess.DEVNULL)
 
 
 def _texts(n_texts: int) -> None:

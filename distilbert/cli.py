@@ -63,9 +63,18 @@ def fill_mask(text: list[str], model: str = DEFAULT_MODEL, top_k: int = 5, targe
 
 def classify(text: list[str] | None = None, file: str | None = None, model: str = DEFAULT_MODEL,
              top_k: int | None = None, pairs: bool = False, json_output: bool = False, backend: str | None = None,
-             precision: str = "fp32", threads: int | None = None, batch_size: int = 32) -> None:
+             precision: str = "fp32", threads: int | None = None, batch_size: int = 32, output: str | None = None,
+             ray: bool = False, address: str | None = None, num_actors: int | None = None, column: str | None = None,
+             pair_column: str | None = None, ship_model: bool = False) -> None:
     """Classify each TEXT, or each line of --file (or stdin); with --pairs each line is A<TAB>B."""
     from .pipelines import pipeline
+
+    if ray and (top_k is not None or pairs):
+        raise UserError("--ray gives each text's best label and score: no --top-k; for pairs use --pair-column")
+    _no_output_without_ray(output, ray, "labels")
+    if _ray_job("text-classification", ray, _one_input(text, file), output, model, backend, precision, threads,
+                batch_size, address, num_actors, column, ship_model, pair_column=pair_column):
+        return
 
     items = _inputs(text, file, pairs)
     classifier = pipeline("text-classification", model=model, backend=backend, precision=precision, threads=threads,
@@ -86,9 +95,16 @@ def classify(text: list[str] | None = None, file: str | None = None, model: str 
 
 def ner(text: list[str] | None = None, file: str | None = None, model: str = DEFAULT_MODEL,
         aggregation: str = "simple", stride: int | None = None, json_output: bool = False, backend: str | None = None,
-        precision: str = "fp32", threads: int | None = None, batch_size: int = 32) -> None:
+        precision: str = "fp32", threads: int | None = None, batch_size: int = 32, output: str | None = None,
+        ray: bool = False, address: str | None = None, num_actors: int | None = None, column: str | None = None,
+        ship_model: bool = False) -> None:
     """Named entities in each TEXT, or in each line of --file (or stdin)."""
     from .pipelines import pipeline
+
+    _no_output_without_ray(output, ray, "entities")
+    if _ray_job("token-classification", ray, _one_input(text, file), output, model, backend, precision, threads,
+                batch_size, address, num_actors, column, ship_model, aggregation_strategy=aggregation, stride=stride):
+        return
 
     items = _inputs(text, file)
     tagger = pipeline("token-classification", model=model, backend=backend, precision=precision, threads=threads,
@@ -137,11 +153,16 @@ def answer(model: str = DEFAULT_MODEL, question: str | None = None, context: str
 
 def embed(file: str = "-", model: str = DEFAULT_MODEL, pooling: str | None = None, normalize: bool = False,
           output: str | None = None, batch_size: int = 32, backend: str | None = None, precision: str = "fp32",
-          threads: int | None = None) -> None:
+          threads: int | None = None, ray: bool = False, address: str | None = None, num_actors: int | None = None,
+          column: str | None = None, ship_model: bool = False) -> None:
     """Embed each line of FILE (or stdin): JSON arrays on stdout, or one .npy matrix with --output."""
     import numpy as np
 
     from .pipelines import pipeline
+
+    if _ray_job("feature-extraction", ray, file, output, model, backend, precision, threads, batch_size, address,
+                num_actors, column, ship_model, pooling=pooling, normalize=normalize or None):
+        return
 
     lines = _read_lines(file)
     if output is not None:
@@ -345,6 +366,42 @@ def attention(model: str, text: str, out: str, text_b: str | None = None, layer:
 
 
 # --- helpers ------------------------------------------------------------------------------------------
+
+
+def _ray_job(task: str, ray: bool, file: str | None, output: str | None, model: str, backend: str | None,
+             precision: str, threads: int | None, batch_size: int, address: str | None, num_actors: int | None,
+             column: str | None, ship_model: bool, pair_column: str | None = None, **options) -> bool:
+    """A command's --ray path (distilbert.ray): FILE through the task's pipeline on a Ray cluster, into a Parquet
+    folder in FILE's order. False without --ray, after checking that no Ray-only option was given."""
+    if not ray:
+        given = [flag for flag, value in (("--address", address), ("--num-actors", num_actors), ("--column", column),
+                                          ("--pair-column", pair_column), ("--ship-model", ship_model)) if value]
+        if given:
+            raise UserError(f"{' and '.join(given)} need{'s' if len(given) == 1 else ''} --ray")
+        return False
+    if file in (None, "-"):
+        raise UserError("--ray reads one input file (text, JSONL or Parquet) that every worker can reach, not stdin")
+    if output is None:
+        raise UserError("--ray writes Parquet: pass --output OUT.parquet (a folder of part files)")
+    try:
+        from . import ray as on_ray
+    except ImportError as e:
+        raise UserError(f"--ray needs the ray extra ({e.name} is missing): pip install 'distilbert[ray]'") from None
+    on_ray.run_job(task, file, output, model=model, column=column, pair_column=pair_column, address=address,
+                   num_actors=num_actors, cpus_per_actor=threads or 1, batch_size=batch_size,
+                   backend=backend or "onnx", precision=precision, ship_model=ship_model,
+                   blank_lines=task == "feature-extraction", **options)  # the lines each command reads alone
+    return True
+
+
+def _no_output_without_ray(output: str | None, ray: bool, what: str) -> None:
+    if output is not None and not ray:
+        raise UserError(f"--output is the Parquet folder of --ray; without --ray the {what} go to stdout")
+
+
+def _one_input(text: list[str] | None, file: str | None) -> str | None:
+    """The input file of a command that takes texts or --file: --file, or its one positional argument."""
+    return file or (text[0] if text and len(text) == 1 else None)
 
 
 def _read_lines(file: str) -> list[str]:
@@ -586,9 +643,19 @@ OPTIONS: dict[str, Option] = {o.flags[0]: o for o in (
     option("--resume", help="continue the run in --out from its last checkpoint"),
     option("--recipe", help="JSON recipe file; flags override it"),
     option("run", help="a training output folder (with log.jsonl)"),
+    # scale out on Ray (the ray extra; distilbert.ray)
+    option("--ray", help="run on a Ray cluster: the input is a text, JSONL or Parquet file; --output a Parquet folder"),
+    option("--address", help="the Ray cluster: auto (the one this machine joined) or ray://HOST:10001 "
+                             "(default: start a local Ray)"),
+    option("--num-actors", type=_positive, help="model copies on the cluster (default: its CPUs / --threads)"),
+    option("--column", help="the text column of a JSONL or Parquet input (default text); every column is kept"),
+    option("--pair-column", help="the second text of each pair, from a JSONL or Parquet input"),
+    option("--ship-model", help="send the model folder through Ray's object store instead of opening it by path "
+                                "on every node"),
 )}
 
 RUNTIME = ["--model", "--backend", "--precision", "--threads"]
+RAY = ["--ray", "--address", "--num-actors", "--column", "--ship-model"]  # with --threads: CPUs per actor
 
 
 def recipe_options() -> list[Option]:
@@ -621,7 +688,8 @@ COMMANDS: dict[str, tuple[Callable, list[str | Option]]] = {
     "classify": (classify, [option("text", nargs="*", help="text(s) to classify; none: one per line of --file or stdin"),
                             option("--file", "-f", help="one text per line (A<TAB>B with --pairs); - reads stdin"),
                             *RUNTIME, option("--top-k", type=_positive, help="this many labels per text, best first"),
-                            "--pairs", "--batch-size", "--json"]),
+                            "--pairs", "--batch-size", "--json", *RAY, "--pair-column",
+                            option("--output", "-o", help="with --ray: the Parquet folder to write")]),
     "ner": (ner, [option("text", nargs="*", help="text(s) to tag; none: one per line of --file or stdin"),
                   option("--file", "-f", help="one text per line; - reads stdin"), *RUNTIME,
                   option("--aggregation", choices=STRATEGIES,
@@ -629,7 +697,8 @@ COMMANDS: dict[str, tuple[Callable, list[str | Option]]] = {
                               "one tag per word, from its first piece, its averaged scores or its surest piece"),
                   option("--stride", type=int,
                          help="tokens shared by the windows a long text is split into (default: a quarter of one)"),
-                  "--batch-size", "--json"]),
+                  "--batch-size", "--json", *RAY,
+                  option("--output", "-o", help="with --ray: the Parquet folder to write")]),
     "answer": (answer, [*RUNTIME,
                         option("--question", "-q",
                                help='the question (none: JSON lines {"question", "context"} on stdin)'),
@@ -637,8 +706,9 @@ COMMANDS: dict[str, tuple[Callable, list[str | Option]]] = {
                         option("--context-file", help="read the context from this UTF-8 file"),
                         option("--top-k", type=_positive, help="answers per question, best first"), "--json"]),
     "embed": (embed, ["file", *RUNTIME, "--pooling", "--normalize",
-                      option("--output", "-o", help="write one float32 (lines, dim) matrix to this .npy file"),
-                      "--batch-size"]),
+                      option("--output", "-o", help="write one float32 (lines, dim) matrix to this .npy file "
+                                                    "(with --ray: a Parquet folder)"),
+                      "--batch-size", *RAY]),
     "tokenize": (tokenize, ["file", "--model", "--pairs", "--max-length"]),
     "info": (info, ["model"]),
     "export": (export, ["model", "out_dir", "--task", "--opset", "--optimize", "--quantize", "--drift-text",

@@ -1,0 +1,220 @@
+"""distilbert.ray on a real local Ray cluster (two actors on two cores), started once for the module.
+
+The --ray output must equal the single-process output row for row, in the input's order, with the input's
+columns kept; a killed actor must cost nothing but time; bad input must be one line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, data_file
+
+pytest.importorskip("ray")
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+pd = pytest.importorskip("pandas")
+
+from distilbert import ray as on_ray  # noqa: E402
+from distilbert.errors import UserError  # noqa: E402
+from distilbert.pipelines import pipeline  # noqa: E402
+
+N_TEXTS = 300
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray of two CPUs, its address for CLI subprocesses; shut down after the module."""
+    import ray
+
+    on_ray.connect(num_cpus=2)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    with open(data_file("glue", "SST-2", "dev.tsv"), encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+    return [row[0] for row in rows[:N_TEXTS]]
+
+
+def _export(checkpoint_factory, tmp_path_factory, arch: str) -> Path:
+    from distilbert.onnx import export
+
+    data_file("vocab", "bert-base-uncased-vocab.txt")
+    folder, _ = checkpoint_factory("distilbert", arch, vocab="real")
+    out = tmp_path_factory.mktemp(f"onnx-{arch}")
+    export(folder, out, log=lambda line: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def embedder(checkpoint_factory, tmp_path_factory) -> Path:
+    return _export(checkpoint_factory, tmp_path_factory, "Model")
+
+
+@pytest.fixture(scope="module")
+def classifier(checkpoint_factory, tmp_path_factory) -> Path:
+    return _export(checkpoint_factory, tmp_path_factory, "ForSequenceClassification")
+
+
+@pytest.fixture(scope="module")
+def jsonl(texts, tmp_path_factory) -> Path:
+    """Rows with an identifier and other columns beside the text, to see them kept in order."""
+    path = tmp_path_factory.mktemp("input") / "sst.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for i, text in enumerate(texts):
+            f.write(json.dumps({"id": f"sst-{i:04d}", "sentence": text, "n": i}) + "\n")
+    return path
+
+
+def _expected_embeddings(model: Path, texts: list[str]) -> np.ndarray:
+    return pipeline("feature-extraction", model=model, backend="onnx")(texts, pooling="mean")
+
+
+def test_embed_equals_single_process_in_order(cluster, embedder, jsonl, texts, tmp_path):
+    out = tmp_path / "out.parquet"
+    summary = on_ray.run_job("feature-extraction", str(jsonl), str(out), model=str(embedder), column="sentence",
+                             num_actors=2, batch_size=8, blocks=6, log=lambda line: None)
+    assert (summary.rows, summary.actors) == (N_TEXTS, 2)
+    table = pq.read_table(out)
+    assert table.column_names == ["id", "sentence", "n", "embedding"]
+    assert table.column("id").to_pylist() == [f"sst-{i:04d}" for i in range(N_TEXTS)]
+    assert table.column("n").to_pylist() == list(range(N_TEXTS))
+    assert table.column("sentence").to_pylist() == texts
+    got = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
+    np.testing.assert_allclose(got, _expected_embeddings(embedder, texts), atol=1e-6, rtol=0)
+    frame = pd.read_parquet(out)  # pandas reads the folder too, rows in the same order
+    assert list(frame["id"]) == table.column("id").to_pylist()
+    np.testing.assert_array_equal(np.stack(frame["embedding"].to_numpy()), got)
+
+
+def test_cli_embed_equals_cli_without_ray(cluster, embedder, texts, tmp_path):
+    """`distilbert embed FILE --ray` against `distilbert embed FILE` on the same lines (blank ones too)."""
+    lines = texts[:120] + [""] + texts[120:200]
+    source = tmp_path / "texts.txt"
+    source.write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
+    single = tmp_path / "single.npy"
+    _cli("embed", source, "--model", embedder, "--output", single, "--batch-size", "8")
+    out = tmp_path / "ray.parquet"
+    done = _cli("embed", source, "--model", embedder, "--ray", "--address", cluster, "--num-actors", "2",
+                "--batch-size", "8", "--output", out)
+    assert f"wrote {len(lines)} rows to {out}" in done.stderr and "2 actor(s)" in done.stderr
+    table = pq.read_table(out)
+    assert table.column("text").to_pylist() == lines
+    got = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
+    np.testing.assert_allclose(got, np.load(single), atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
+def test_classify_equals_single_process_on_parquet(cluster, classifier, texts, tmp_path):
+    source = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"key": list(range(N_TEXTS, 0, -1)), "text": texts}), source, row_group_size=50)
+    out = tmp_path / "out.parquet"
+    on_ray.run_job("text-classification", str(source), str(out), model=str(classifier), num_actors=2, batch_size=16,
+                   log=lambda line: None)
+    table = pq.read_table(out)
+    assert table.column("key").to_pylist() == list(range(N_TEXTS, 0, -1))
+    expected = pipeline("text-classification", model=classifier, backend="onnx")(texts)
+    assert table.column("label").to_pylist() == [r["label"] for r in expected]
+    assert table.column("score").to_pylist() == [r["score"] for r in expected]
+
+
+@pytest.mark.slow
+def test_killed_actor_is_replaced_and_every_row_written_once(cluster, embedder, jsonl, texts, tmp_path):
+    """SIGKILL one actor process mid-job: Ray restarts it, reruns its batches; the output is still exact."""
+    pids = tmp_path / "pids"
+    pids.mkdir()
+
+    class Recording(on_ray.Predictor):  # defined here, so Ray sends it by value
+        def __call__(self, batch):
+            (pids / str(os.getpid())).touch()
+            time.sleep(0.5)  # long enough batches to be killed inside one
+            return super().__call__(batch)
+
+    out = tmp_path / "out.parquet"
+    result = {}
+
+    def job():
+        try:
+            result["summary"] = on_ray.run_job("feature-extraction", str(jsonl), str(out), model=str(embedder),
+                                               column="sentence", num_actors=2, batch_size=4, blocks=25,
+                                               actor=Recording, log=lambda line: None)
+        except Exception as e:  # noqa: BLE001 - reported below
+            result["error"] = e
+
+    runner = threading.Thread(target=job)
+    runner.start()
+    deadline = time.monotonic() + 240
+    while not any(pids.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    victim = int(next(pids.iterdir()).name)
+    os.kill(victim, signal.SIGKILL)
+    runner.join(timeout=300)
+    assert not runner.is_alive() and "error" not in result, result.get("error")
+    assert victim in {int(p.name) for p in pids.iterdir()} and len(list(pids.iterdir())) >= 2
+    table = pq.read_table(out)
+    assert table.column("id").to_pylist() == [f"sst-{i:04d}" for i in range(N_TEXTS)]  # each row once, in order
+    got = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
+    np.testing.assert_allclose(got, _expected_embeddings(embedder, texts), atol=1e-6, rtol=0)
+
+
+def test_missing_column_is_one_line(cluster, embedder, jsonl, tmp_path):
+    with pytest.raises(UserError, match=r"column 'text' is not in .*sst.jsonl \(its columns: id, sentence, n\)") as e:
+        on_ray.run_job("feature-extraction", str(jsonl), str(tmp_path / "o"), model=str(embedder), num_actors=1)
+    assert "\n" not in str(e.value)
+
+
+def test_unreadable_input_is_one_line(cluster, embedder, tmp_path):
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1 this is not a parquet file")
+    with pytest.raises(UserError, match="cannot read .*broken.parquet as parquet") as e:
+        on_ray.run_job("feature-extraction", str(broken), str(tmp_path / "o"), model=str(embedder), num_actors=1)
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="does not exist"):
+        on_ray.run_job("feature-extraction", str(tmp_path / "none.txt"), str(tmp_path / "o"), model=str(embedder))
+
+
+def test_model_the_workers_cannot_see_is_one_line(cluster, jsonl, tmp_path):
+    """A folder that is not where the workers look (here: nowhere) fails the actors' start: one line naming it."""
+    with pytest.raises(UserError, match="on worker node .*model folder /no/such/model does not exist.*--ship-model") as e:
+        on_ray.run_job("feature-extraction", str(jsonl), str(tmp_path / "o"), model="/no/such/model",
+                       column="sentence", num_actors=1)
+    assert "\n" not in str(e.value)
+
+
+def test_cli_errors_are_one_line(cluster, embedder, jsonl, tmp_path):
+    done = _cli("embed", jsonl, "--model", embedder, "--ray", "--address", cluster, "--output", tmp_path / "o",
+                check=False)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "column 'text' is not in" in done.stderr
+    done = _cli("embed", jsonl, "--model", embedder, "--column", "sentence", check=False)
+    assert done.returncode == 2 and done.stderr.strip() == "error: --column needs --ray"
+
+
+def test_ship_model_through_object_store(cluster, embedder, jsonl, texts, tmp_path):
+    out = tmp_path / "out.parquet"
+    on_ray.run_job("feature-extraction", str(jsonl), str(out), model=str(embedder), column="sentence",
+                   num_actors=1, ship_model=True, log=lambda line: None)
+    got = np.array(pq.read_table(out).column("embedding").to_pylist(), dtype=np.float32)
+    np.testing.assert_allclose(got, _expected_embeddings(embedder, texts), atol=1e-6, rtol=0)
+
+
+def _cli(*args, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "distilbert.cli", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=600)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
