@@ -260,9 +260,9 @@ def run_job(task: str, input: str, output: str, model: str, column: str | None =
             num_cpus: int | None = None, actor: type[Predictor] = Predictor, log: Callable[[str], None] = lambda line: print(line, file=sys.stderr), **options) -> Summary:
     """Read INPUT, add the task's columns on a pool of actors, write OUTPUT as a Parquet folder, in order.
 
-    address: None starts a local Ray (num_cpus: this machine's cores), "auto" joins the cluster this machine
-    belongs to, "ray://host:10001" one elsewhere. An already initialised Ray is used as it is.
-    num_actors: default, as many as the cluster's CPUs allow at cpus_per_actor each.
+    address: None starts a local Ray (connect(): num_cpus for the actors, default this machine's cores), "auto"
+    joins the cluster this machine belongs to, "ray://host:10001" one elsewhere. An initialised Ray is used.
+    num_actors: default, as many as the cluster's CPUs allow at cpus_per_actor each, one CPU left for Ray Data.
     ship_model: send the model folder through the object store instead of opening it by path on every node.
     blocks, blank_lines: as read() takes them; actor: a Predictor subclass.
     """
@@ -278,8 +278,13 @@ def run_job(task: str, input: str, output: str, model: str, column: str | None =
         # progress as bars on a terminal, else nothing; a failure is raised here, not logged with its traceback
         context.enable_progress_bars = sys.stderr.isatty()
         logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+        # one CPU stays free: Ray Data lists Parquet files in a task of one CPU that cannot be made smaller
+        free = ray.cluster_resources().get("CPU", 1) - 1
         if num_actors is None:
-            num_actors = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_actor))
+            num_actors = max(1, int(free // cpus_per_actor))
+        if num_actors * cpus_per_actor > free:
+            raise UserError(f"{num_actors} actor(s) of {cpus_per_actor:g} CPU need {num_actors * cpus_per_actor:g} CPUs "
+                            f"and one more for Ray Data's own tasks; this cluster has {free + 1:g}: ask for fewer")
         source = _prepare_model(model, task, backend, precision) if ship_model or Path(model).exists() else model
         if ship_model:
             source = ship(source)
@@ -311,8 +316,9 @@ class _InOrder(FilenameProvider):
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Join the cluster at `address`, or start a local Ray (quiet, on 127.0.0.1, a small object store); nothing
-    when Ray is already initialised. True when this call connected (the caller then shuts Ray down)."""
+    """Join the cluster at `address`, or start a local Ray (quiet, on 127.0.0.1, a small object store) whose
+    actors may use num_cpus (default: this machine's cores), plus one logical CPU for Ray Data's own tasks.
+    Nothing when Ray is already initialised. True when this call connected (the caller then shuts Ray down)."""
     if ray.is_initialized():
         return False
     quiet = dict(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
@@ -320,7 +326,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
         if address is None:
             from .backends.onnx import usable_cores
 
-            ray.init(num_cpus=num_cpus or usable_cores(), object_store_memory=OBJECT_STORE_BYTES,
+            ray.init(num_cpus=(num_cpus or usable_cores()) + 1, object_store_memory=OBJECT_STORE_BYTES,
                      _node_ip_address="127.0.0.1", **quiet)
         else:
             quiet.pop("include_dashboard")
