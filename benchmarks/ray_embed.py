@@ -79,9 +79,11 @@ def main() -> None:
         rate = n / statistics.median(seconds)
         diff = ""
         if name != "single":
-            got = np.array(pq.read_table(run.CACHE / f"ray-x{name.split('x')[1]}.parquet").column("embedding").to_pylist())
+            table = pq.read_table(run.CACHE / f"ray-x{name.split('x')[1]}.parquet")
+            got = np.array(table.column("embedding").to_pylist())
             diff = f"{np.abs(got - reference).max():.1e}"
-        print(f"| {name} | {statistics.median(seconds):.1f} | {rate:.1f} | {rate / cores:.1f} | {rate / base:.2f} | {diff} |")
+        print(f"| {name} | {statistics.median(seconds):.1f} | {rate:.1f} | {rate / cores:.1f} | {rate / base:.2f} "
+              f"| {diff} |")
 
 
 if __name__ == "__main__":

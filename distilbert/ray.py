@@ -159,9 +159,11 @@ class Predictor:
             self.pipe = pipeline(self.task, model=folder, backend=backend, precision=precision, threads=threads,
                                  batch_size=batch_size, **self.options)
         except UserError as e:
-            node = socket.gethostname()
-            raise UserError(f"on worker node {node}: {e} (the model folder must be on a path every node sees, "
-                            "or sent through the object store: --ship-model)") from None
+            message = f"on worker node {socket.gethostname()}: {e}"
+            if isinstance(model, str) and not Path(model).expanduser().exists():
+                message += (" (the model folder must be on a path every node sees, or go through the object store:"
+                            " --ship-model)")
+            raise UserError(message) from None
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         texts = _strings(batch, self.column)
@@ -257,7 +259,8 @@ def run_job(task: str, input: str, output: str, model: str, column: str | None =
             pair_column: str | None = None, address: str | None = None, num_actors: int | None = None,
             cpus_per_actor: float = 1, batch_size: int = 32, backend: str | None = "onnx", precision: str = "fp32",
             ship_model: bool = False, blocks: int | None = None, blank_lines: bool = True,
-            num_cpus: int | None = None, actor: type[Predictor] = Predictor, log: Callable[[str], None] = lambda line: print(line, file=sys.stderr), **options) -> Summary:
+            num_cpus: int | None = None, actor: type[Predictor] = Predictor,
+            log: Callable[[str], None] = lambda line: print(line, file=sys.stderr), **options) -> Summary:
     """Read INPUT, add the task's columns on a pool of actors, write OUTPUT as a Parquet folder, in order.
 
     address: None starts a local Ray (connect(): num_cpus for the actors, default this machine's cores), "auto"
@@ -283,8 +286,8 @@ def run_job(task: str, input: str, output: str, model: str, column: str | None =
         if num_actors is None:
             num_actors = max(1, int(free // cpus_per_actor))
         if num_actors * cpus_per_actor > free:
-            raise UserError(f"{num_actors} actor(s) of {cpus_per_actor:g} CPU need {num_actors * cpus_per_actor:g} CPUs "
-                            f"and one more for Ray Data's own tasks; this cluster has {free + 1:g}: ask for fewer")
+            raise UserError(f"{num_actors} actor(s) of {cpus_per_actor:g} CPU need {num_actors * cpus_per_actor:g} "
+                            f"CPUs and one more for Ray Data's own tasks; this cluster has {free + 1:g}: ask for fewer")
         source = _prepare_model(model, task, backend, precision) if ship_model or Path(model).exists() else model
         if ship_model:
             source = ship(source)

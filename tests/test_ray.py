@@ -191,7 +191,7 @@ def test_unreadable_input_is_one_line(cluster, embedder, tmp_path):
 
 def test_model_the_workers_cannot_see_is_one_line(cluster, jsonl, tmp_path):
     """A folder that is not where the workers look (here: nowhere) fails the actors' start: one line naming it."""
-    with pytest.raises(UserError, match="on worker node .*model folder /no/such/model does not exist.*--ship-model") as e:
+    with pytest.raises(UserError, match="on worker node .*folder /no/such/model does not exist.*--ship-model") as e:
         on_ray.run_job("feature-extraction", str(jsonl), str(tmp_path / "o"), model="/no/such/model",
                        column="sentence", num_actors=1)
     assert "\n" not in str(e.value)
