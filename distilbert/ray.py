@@ -65,9 +65,9 @@ def _label(pipe, texts: list[str], pairs) -> dict[str, pa.Array]:
 
 
 # transformers' keys, in its order: per token without aggregation, per group of tokens with it
-TOKEN_ENTITY = {"entity": pa.string(), "score": pa.float32(), "index": pa.int64(), "word": pa.string(),
+TOKEN_ENTITY = {"entity": pa.string(), "score": pa.float64(), "index": pa.int64(), "word": pa.string(),
                 "start": pa.int64(), "end": pa.int64()}
-GROUPED_ENTITY = {"entity_group": pa.string(), "score": pa.float32(), "word": pa.string(), "start": pa.int64(),
+GROUPED_ENTITY = {"entity_group": pa.string(), "score": pa.float64(), "word": pa.string(), "start": pa.int64(),
                   "end": pa.int64()}
 
 

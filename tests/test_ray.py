@@ -120,12 +120,16 @@ def test_cli_embed_equals_cli_without_ray(cluster, embedder, texts, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:The minimum number of concurrent actors")  # three small files make one block
 def test_classify_equals_single_process_on_parquet(cluster, classifier, texts, tmp_path):
-    source = tmp_path / "in.parquet"
-    pq.write_table(pa.table({"key": list(range(N_TEXTS, 0, -1)), "text": texts}), source, row_group_size=50)
+    source = tmp_path / "in.parquet"  # a folder of three files, read in the order of their names
+    source.mkdir()
+    table = pa.table({"key": list(range(N_TEXTS, 0, -1)), "text": texts})
+    for part in range(3):
+        pq.write_table(table.slice(part * 100, 100), source / f"part-{part}.parquet")
     out = tmp_path / "out.parquet"
-    on_ray.run_job("text-classification", str(source), str(out), model=str(classifier), num_actors=2, batch_size=8,
-                   blocks=6, log=lambda line: None)
+    on_ray.run_job("text-classification", str(source), str(out), model=str(classifier), num_actors=2, batch_size=4,
+                   log=lambda line: None)
     table = pq.read_table(out)
     assert table.column("key").to_pylist() == list(range(N_TEXTS, 0, -1))
     expected = pipeline("text-classification", model=classifier, backend="onnx")(texts)
@@ -245,3 +249,35 @@ def test_nothing_else_imports_ray():
         if path != package / "ray.py":
             source = path.read_text(encoding="utf-8")
             assert "import ray" not in source.replace("from . import ray as", "") and "from ray" not in source, path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("aggregation", ["simple", "none"])
+def test_ner_entities_equal_single_process(cluster, checkpoint_factory, tmp_path_factory, texts, tmp_path,
+                                            aggregation):
+    tagger = _export(checkpoint_factory, tmp_path_factory, "ForTokenClassification")
+    source = tmp_path / "texts.txt"
+    source.write_text("\n".join(texts[:60]) + "\n", encoding="utf-8")
+    out = tmp_path / "entities.parquet"
+    on_ray.run_job("token-classification", str(source), str(out), model=str(tagger), num_actors=2, batch_size=4,
+                   blocks=4, aggregation_strategy=aggregation, log=lambda line: None)
+    expected = pipeline("token-classification", model=tagger, backend="onnx",
+                        aggregation_strategy=aggregation)(texts[:60])
+    assert pq.read_table(out).column("entities").to_pylist() == expected
+
+
+@pytest.mark.slow
+def test_answers_equal_single_process(cluster, checkpoint_factory, tmp_path_factory, tmp_path):
+    reader = _export(checkpoint_factory, tmp_path_factory, "ForQuestionAnswering")
+    squad = json.loads(data_file("squad", "dev-v1.1.json").read_text(encoding="utf-8"))
+    rows = [{"question": qa["question"], "context": paragraph["context"][:300]}
+            for paragraph in squad["data"][0]["paragraphs"][:10] for qa in paragraph["qas"][:3]]
+    source = tmp_path / "questions.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "answers.parquet"
+    on_ray.run_job("question-answering", str(source), str(out), model=str(reader), column="question",
+                   pair_column="context", num_actors=2, batch_size=4, blocks=3, log=lambda line: None)
+    expected = pipeline("question-answering", model=reader, backend="onnx")(
+        question=[r["question"] for r in rows], context=[r["context"] for r in rows])
+    got = pq.read_table(out).select(["score", "start", "end", "answer"]).to_pylist()
+    assert got == [{k: e[k] for k in ("score", "start", "end", "answer")} for e in expected]
