@@ -30,6 +30,22 @@ def group(lengths: Sequence[int], max_batch: int | None = None, max_tokens: int 
     return groups
 
 
+def shuffled_groups(lengths: Sequence[int], max_batch: int | None, max_tokens: int | None, seed: int, epoch: int,
+                    window: int = 100) -> list[list[int]]:
+    """Training batches: shuffled, then grouped by length within windows of `window` x `max_batch` rows, the
+    groups shuffled again. Little padding, still random; deterministic in (seed, epoch), so a resumed run
+    sees exactly the batches it would have seen.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    per_window = window * (max_batch or 64)
+    groups: list[list[int]] = []
+    for start in range(0, len(order), per_window):
+        rows = order[start : start + per_window]
+        groups.extend([int(rows[i]) for i in g] for g in group([int(lengths[r]) for r in rows], max_batch, max_tokens))
+    return [groups[i] for i in rng.permutation(len(groups))]
+
+
 def pad(rows: Sequence[Sequence[int]], value: int, length: int | None = None) -> np.ndarray:
     """Right-pad rows to one length (the longest, or `length`): an int64 (B, T) array."""
     T = length if length is not None else max((len(r) for r in rows), default=0)

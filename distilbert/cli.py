@@ -313,8 +313,11 @@ def _train(resume: bool, recipe_file: str | None, **settings) -> None:
     from .train.recipe import Recipe
 
     recipe = Recipe.from_file(recipe_file) if recipe_file else Recipe()
+    # with --resume, these must equal the run's own settings: those of the recipe file and the flags given
+    given = set(json.loads(Path(recipe_file).read_text(encoding="utf-8"))) if recipe_file else set()
+    given |= {k for k, v in settings.items() if v is not None or k == "teacher"}
     recipe = recipe.replace(**settings)
-    result = train(recipe, resume=resume)
+    result = train(recipe, resume=resume, given=given)
     print(f"trained {result['steps']} steps; the model is in {result['out']}")
 
 

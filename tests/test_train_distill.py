@@ -157,3 +157,15 @@ def test_bad_input(tmp_path, setup):
     assert_user_error(run("init-student", bare, "--out", tmp_path / "g", ok=False), "no masked-LM head")
     assert_user_error(run("prepare-data", tmp_path / "nothing.txt", "--tokenizer", setup / "vocab", "--out",
                           tmp_path / "h", ok=False), "does not exist")
+
+
+def test_resume_refuses_flags_that_differ_from_the_run(tmp_path, setup):
+    out = tmp_path / "run"
+    args = ["distill", "--teacher", setup / "teacher", "--student", setup / "student", "--data", setup / "data",
+            "--out", out, "--max-steps", 2, "--gradient-accumulation", 1, "--max-tokens", 512]
+    run(*args)
+    lines = (out / "log.jsonl").read_text()
+    assert_user_error(run(*args, "--resume", "--learning-rate", 0.1, ok=False), "learning_rate (0.1; the run has 0.0005)")
+    assert_user_error(run(*args[:-2], "--max-tokens", 256, "--resume", ok=False), "max_tokens")
+    run(*args, "--resume")  # the same flags: continues (here: nothing left to do)
+    assert (out / "log.jsonl").read_text() == lines

@@ -236,30 +236,10 @@ class Batching:
     window: int = 100  # batches drawn together, then sorted by length: little padding, still shuffled
 
 
-def epoch_batches(lengths: np.ndarray, batching: Batching, seed: int, epoch: int) -> list[np.ndarray]:
-    """The batches of one epoch: a fresh shuffle for every epoch, grouped by length under a token budget.
-
-    Deterministic in (seed, epoch), so a resumed run sees exactly the batches it would have seen.
-    """
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(lengths))
-    per_window = batching.window * batching.max_sequences
-    batches: list[np.ndarray] = []
-    for start in range(0, len(order), per_window):
-        window = order[start : start + per_window]
-        window = window[np.argsort(lengths[window], kind="stable")]
-        current: list[int] = []
-        longest = 0
-        for i in window:
-            n = int(lengths[i])
-            if current and (max(longest, n) * (len(current) + 1) > batching.max_tokens or len(current) == batching.max_sequences):
-                batches.append(np.array(current))
-                current, longest = [], 0
-            current.append(int(i))
-            longest = max(longest, n)
-        if current:
-            batches.append(np.array(current))
-    return [batches[i] for i in rng.permutation(len(batches))]
+def epoch_batches(lengths: np.ndarray, limits: Batching, seed: int, epoch: int) -> list[np.ndarray]:
+    """The batches of one epoch: a fresh shuffle for every epoch, grouped by length under a token budget."""
+    groups = batching.shuffled_groups(lengths, limits.max_sequences, limits.max_tokens, seed, epoch, limits.window)
+    return [np.array(g) for g in groups]
 
 
 def collate(shards: TokenShards, rows: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,115 @@
+"""Processes and devices: torchrun's environment, the autocast precision the device supports, global means."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..errors import UserError
+
+
+@dataclass
+class Setup:
+    rank: int
+    world: int
+    device: object  # torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup() -> Setup:
+    """(rank, world size, device) from torchrun's environment; one process without it.
+
+    NCCL on GPUs, gloo on CPUs.
+    """
+    import torch
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Setup(rank, world, device)
+
+
+def autocast_dtype(precision: str, device):
+    """The autocast dtype for `precision` on `device`; None for fp32. fp16 needs a GPU (a gradient scaler)."""
+    import torch
+
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise UserError("--precision fp16 needs a CUDA GPU (its gradient scaler does not run on a CPU); "
+                            "use bf16 or fp32 here")
+        return torch.float16
+    if precision == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise UserError("this GPU has no bfloat16; use --precision fp16 or fp32")
+        return torch.bfloat16
+    raise UserError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+
+
+def best_precision(device) -> str:
+    """bf16 where the hardware computes it natively (recent GPUs), else fp32 (CPU autocast is slower)."""
+    import torch
+
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def global_mean(values: dict[str, float], world: int) -> dict[str, float]:
+    """Each rank's numbers averaged over the ranks (for the log: the global batch's numbers)."""
+    if world == 1:
+        return values
+    import torch
+    import torch.distributed as dist
+
+    keys = sorted(values)
+    packed = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(packed)
+    return {k: float(v) / world for k, v in zip(keys, packed)}
+
+
+def global_sum(value: float, world: int) -> float:
+    if world == 1:
+        return value
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t[0])
+
+
+def broadcast(value, world: int):
+    """Rank 0's picklable `value` on every rank."""
+    if world == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def finish(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()

@@ -1,0 +1,36 @@
+"""AdamW with BERT's parameter groups and the linear warm-up + decay schedule, for every training loop."""
+
+from __future__ import annotations
+
+import math
+
+
+def no_decay(name: str) -> bool:
+    """Biases and LayerNorm weights are not decayed (BERT's optimiser; transformers' Trainer does the same)."""
+    return name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name
+
+
+def adamw(model, learning_rate: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8):
+    import torch
+
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and not no_decay(n)]
+    rest = [p for n, p in model.named_parameters() if p.requires_grad and no_decay(n)]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}],
+                             lr=learning_rate, betas=tuple(betas), eps=eps)
+
+
+def warmup_steps(warmup: float, total_steps: int) -> int:
+    """`warmup` is a fraction of the steps (below 1) or a number of steps."""
+    return math.ceil(warmup * total_steps) if warmup < 1 else int(warmup)
+
+
+def linear_schedule(optimizer, warmup: int, total_steps: int):
+    """Linear warm-up over `warmup` steps, then linear decay to zero at `total_steps`."""
+    import torch
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

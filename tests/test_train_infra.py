@@ -1,0 +1,88 @@
+"""The training infrastructure every loop shares: parameter groups, schedule, checkpoints, resume checks, the log."""
+
+import json
+
+import pytest
+import torch
+
+from distilbert.errors import UserError
+from distilbert.train import checkpointing, distributed, runlog
+from distilbert.train.optim import adamw, linear_schedule, warmup_steps
+
+
+def test_no_weight_decay_on_biases_and_layer_norms():
+    net = torch.nn.Module()
+    net.dense, net.LayerNorm = torch.nn.Linear(3, 4), torch.nn.LayerNorm(4)
+    opt = adamw(net, 1e-3, 0.01)
+    decayed, plain = opt.param_groups
+    assert decayed["weight_decay"] == 0.01 and plain["weight_decay"] == 0.0
+    assert [p.shape for p in decayed["params"]] == [torch.Size([4, 3])]
+    assert len(plain["params"]) == 3  # the Linear bias, the LayerNorm weight and bias
+
+
+def test_linear_warmup_then_decay_to_zero():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = linear_schedule(opt, warmup=2, total_steps=6)
+    lrs = []
+    for _ in range(6):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.5, 1.0, 1.0, 0.75, 0.5, 0.25])
+    assert warmup_steps(0.1, 95) == 10 and warmup_steps(7, 95) == 7
+
+
+def test_checkpoint_round_trip_and_atomic_write(tmp_path):
+    net = torch.nn.Linear(2, 2)
+    opt = adamw(net, 1e-3, 0.0)
+    path = tmp_path / "checkpoint.pt"
+    checkpointing.write(path, {"seed": 1}, 1, {"step": 3}, model=net, optimizer=opt)
+    assert not (tmp_path / "checkpoint.pt.tmp").exists()
+    state = checkpointing.read(path)
+    assert state["step"] == 3 and state["world"] == 1
+    other = torch.nn.Linear(2, 2)
+    checkpointing.restore(state, model=other)
+    assert torch.equal(other.weight, net.weight)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(UserError, match="corrupt or unreadable"):
+        checkpointing.read(path)
+    with pytest.raises(UserError, match="nothing to resume"):
+        checkpointing.read(tmp_path / "none.pt")
+
+
+def test_resume_refuses_settings_that_differ_naming_them():
+    saved = {"epochs": 3, "learning_rate": 2e-5, "adam_betas": [0.9, 0.999], "out": "a"}
+    assert checkpointing.resumed_recipe(saved, {"epochs": 3, "adam_betas": (0.9, 0.999), "out": "b"})["out"] == "b"
+    with pytest.raises(UserError, match=r"differ: epochs \(4; the run has 3\), learning_rate") as e:
+        checkpointing.resumed_recipe(saved, {"epochs": 4, "learning_rate": 1e-4, "out": "a"})
+    assert "\n" not in str(e.value)
+
+
+def test_resume_refuses_another_number_of_processes(tmp_path):
+    with pytest.raises(UserError, match=r"2 process\(es\), this one has 1"):
+        checkpointing.check_world({"world": 2}, 1, tmp_path / "checkpoint.pt")
+    checkpointing.check_world({"world": 2}, 2, tmp_path / "checkpoint.pt")
+
+
+def test_fp16_on_a_cpu_is_a_clear_error():
+    with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
+        distributed.autocast_dtype("fp16", torch.device("cpu"))
+    assert distributed.autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
+    assert distributed.autocast_dtype("fp32", torch.device("cpu")) is None
+
+
+def test_the_log_is_cut_back_to_the_checkpoint_on_resume(tmp_path):
+    log = runlog.RunLog(tmp_path, True, total=5, progress=False)
+    for step in range(1, 6):
+        log.step({"step": step, "loss": 1.0 / step})
+    log.close()
+    with open(tmp_path / "log.jsonl", "a") as f:
+        f.write('{"step": 6, "lo')  # a line cut short by SIGKILL
+    resumed = runlog.RunLog(tmp_path, True, total=5, progress=False, initial=3)
+    resumed.step({"step": 4, "loss": 0.0})
+    resumed.close()
+    steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    fresh = runlog.RunLog(tmp_path, True, total=5, progress=False)  # a new run starts a new log
+    fresh.close()
+    assert (tmp_path / "log.jsonl").read_text() == ""
