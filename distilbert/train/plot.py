@@ -1,4 +1,4 @@
-"""`plot-run`: the loss curves of a run (log.jsonl) as a PNG."""
+"""`plot-run`: a run's losses, learning rate and (for fine-tuning) validation metrics from log.jsonl, as a PNG."""
 
 from __future__ import annotations
 
@@ -14,25 +14,37 @@ def plot_run(run: str | Path, output: str | Path | None = None) -> Path:
     if not log.is_file():
         raise UserError(f"no log.jsonl in {run}: not a training run folder")
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    if not records:
+    steps_log = [r for r in records if "loss" in r]
+    evals = [r for r in records if any(k.startswith("eval_") for k in r)]
+    if not steps_log:
         raise UserError(f"{log} is empty: the run has not finished a step yet")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = [r["step"] for r in records]
-    losses = sorted(k for k in records[0] if k.startswith("loss"))
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+    panels = 3 if evals else 2
+    fig, axes = plt.subplots(panels, 1, figsize=(8, 3.5 * panels), sharex=True)
+    top, middle = axes[0], axes[1]
+    steps = [r["step"] for r in steps_log]
+    losses = sorted(k for k in steps_log[0] if k.startswith("loss"))
     for key in losses:
-        top.plot(steps, [r[key] for r in records], label=key.replace("loss_", "") if key != "loss" else "total")
+        top.plot(steps, [r[key] for r in steps_log], label=key.replace("loss_", "") if key != "loss" else "total")
     top.set_ylabel("loss")
     top.set_yscale("log")
     top.legend()
-    top.set_title(f"{run.name}: {len(records)} steps")
-    bottom.plot(steps, [r["lr"] for r in records], color="gray")
-    bottom.set_ylabel("learning rate")
-    bottom.set_xlabel("optimizer step")
+    top.set_title(f"{run.name}: {len(steps_log)} steps")
+    middle.plot(steps, [r["lr"] for r in steps_log], color="gray")
+    middle.set_ylabel("learning rate")
+    if evals:
+        # the headline metrics only; per-type NER scores (PER_f1, ...) would crowd the panel
+        names = [k for k in evals[0] if k.startswith("eval_") and k.count("_") <= 2 and not k.endswith(("_total", "_number"))]
+        bottom = axes[2]
+        for key in names:
+            bottom.plot([r["step"] for r in evals], [r[key] for r in evals], marker="o", label=key[5:])
+        bottom.set_ylabel("validation")
+        bottom.legend()
+    axes[-1].set_xlabel("optimizer step")
     fig.tight_layout()
     output = Path(output) if output else run / "losses.png"
     fig.savefig(output, dpi=100)

@@ -15,8 +15,48 @@ from pathlib import Path
 from ..errors import UserError
 
 
+class Settings:
+    """A run's settings as a dataclass that reads and writes JSON recipe files (shared by every loop)."""
+
+    TUPLES: tuple[str, ...] = ()  # fields JSON gives back as lists
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Settings:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"recipe {path} does not exist") from None
+        except json.JSONDecodeError as e:
+            raise UserError(f"recipe {path} is not valid JSON ({e})") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Settings:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise UserError(f"recipe: unknown settings {', '.join(unknown)}")
+        data = dict(data)
+        for name in cls.TUPLES:
+            if name in data:
+                data[name] = tuple(data[name])
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> Settings:
+        """Unset (None) values keep the recipe's; lists become tuples."""
+        given = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items() if v is not None}
+        if "teacher" in changes and changes["teacher"] is None:
+            given["teacher"] = None
+        return dataclasses.replace(self, **given)
+
+
 @dataclass
-class Recipe:
+class Recipe(Settings):
+    TUPLES = ("mask_split", "adam_betas")
+
     # what
     student: str = ""  # model folder (fill-mask head); for `pretrain`, the model to train
     teacher: str | None = None  # None: plain masked-LM pretraining, the distillation terms off
@@ -68,35 +108,3 @@ class Recipe:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.teacher is None and self.alpha_mlm <= 0:
             raise UserError("pretraining without a teacher needs alpha_mlm > 0")
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> Recipe:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"recipe {path} does not exist") from None
-        except json.JSONDecodeError as e:
-            raise UserError(f"recipe {path} is not valid JSON ({e})") from None
-        return cls.from_dict(data)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Recipe:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise UserError(f"recipe: unknown settings {', '.join(unknown)}")
-        data = dict(data)
-        for name in ("mask_split", "adam_betas"):
-            if name in data:
-                data[name] = tuple(data[name])
-        return cls(**data)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes) -> Recipe:
-        """Unset (None) values keep the recipe's; lists become tuples."""
-        given = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items() if v is not None}
-        if "teacher" in changes and changes["teacher"] is None:
-            given["teacher"] = None
-        return dataclasses.replace(self, **given)

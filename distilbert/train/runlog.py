@@ -28,6 +28,15 @@ def truncate(path: Path, step: int) -> None:
     tmp.replace(path)
 
 
+def _without_tensorflow() -> None:
+    """TensorBoard's writer imports all of TensorFlow where it is installed (seconds, hundreds of MiB), unless
+    `tensorboard.compat.notf` exists: then it uses its own stub, which writes the same event files."""
+    import sys
+    import types
+
+    sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+
+
 class RunLog:
     def __init__(self, out: Path, active: bool, total: int, progress: bool = True, initial: int = 0, every: int = 1,
                  desc: str = "training"):
@@ -44,6 +53,7 @@ class RunLog:
         self.file = open(path, "a", encoding="utf-8")
         self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", disable=not progress)
         try:
+            _without_tensorflow()
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(out / "tensorboard"), purge_step=initial + 1 if initial else None)

@@ -1,0 +1,550 @@
+"""Fine-tuning: a new task head on any DistilBERT or BERT checkpoint, trained on labelled data.
+
+One flat, visible loop, on the same infrastructure as distillation (optim, distributed, checkpointing,
+runlog): AdamW without decay on biases and LayerNorms, linear warm-up then decay, clipping, batches
+grouped by length under a token budget (batching.shuffled_groups), gradient accumulation, DDP under
+torchrun, bf16 autocast where the hardware has it, full-state checkpoints and bit-identical resume.
+The validation set is scored every epoch (or every `eval_steps`) with the task's metric; the best model by
+`metric` is the one kept. With a teacher (a model fine-tuned on the same task) the loss adds the KL of
+softened outputs (Sanh et al. 2019, section 4.1, "distillation during fine-tuning").
+
+Defaults are those of transformers' run_glue / run_ner / run_qa (batch 32, 3 epochs, 2e-5, QA 3e-5 at 384
+tokens with stride 128), with BERT's warm-up over the first 10% of steps and weight decay 0.01.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import batching, metrics, tasks
+from ..data import Columns, read
+from ..errors import UserError
+from .checkpointing import CHECKPOINT
+from .features import IGNORE, Rows, encode_qa, encode_text, encode_tokens, predict_answers, predict_tags, predict_text
+from .recipe import Settings
+
+TASKS = ("text-classification", "token-classification", "question-answering")
+BEST = "best"  # the best model so far, a complete model folder; moved into the output folder at the end
+RESULTS = "eval_results.json"
+
+
+@dataclass
+class FinetuneRecipe(Settings):
+    TUPLES = ("adam_betas",)
+
+    # what
+    model: str = ""
+    task: str = "text-classification"
+    train: str = ""
+    validation: str = ""
+    out: str = ""
+    glue: str | None = None  # a GLUE task name: its TSV layout and label names (train/validation from data_dir)
+    data_dir: str | None = None
+    teacher: str | None = None
+    # columns (see distilbert.data.Columns)
+    text_column: str | None = None
+    text_pair_column: str | None = None
+    label_column: str | None = None
+    tag_column: int = -1
+    problem_type: str | None = None
+    # sizes
+    max_length: int | None = None  # None: 128, QA 384
+    doc_stride: int = 128
+    batch_size: int = 32  # sequences in a micro-batch (at most)
+    max_tokens: int | None = None  # padded tokens in a micro-batch; None: batch_size x max_length
+    gradient_accumulation: int = 1
+    # optimisation
+    epochs: int = 3
+    max_steps: int | None = None
+    learning_rate: float | None = None  # None: 2e-5, QA 3e-5
+    warmup: float = 0.1  # fraction of the steps (below 1) or steps
+    weight_decay: float = 0.01
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    precision: str = "auto"  # auto: bf16 autocast where the GPU has it, else fp32; or fp32, bf16, fp16
+    seed: int = 42
+    # distillation during fine-tuning
+    temperature: float = 2.0
+    alpha_distil: float = 0.5  # loss = alpha x KL(teacher || student) x T^2 + (1 - alpha) x task loss
+    # evaluation
+    eval_steps: int | None = None  # None: at the end of every epoch
+    metric: str | None = None  # the main metric; None: the task's (GLUE's, accuracy, pearson, overall_f1, f1)
+    early_stopping: int | None = None  # stop after this many evaluations without improvement
+    n_best: int = 20
+    max_answer_length: int = 30
+    # bookkeeping
+    checkpoint_every: int = 500  # optimizer steps (and after every evaluation)
+    log_every: int = 10
+    threads: int | None = None
+
+    def resolved(self) -> FinetuneRecipe:
+        """Defaults that depend on the task filled in; files found from --glue and --data-dir; checked."""
+        r = self
+        if not r.model:
+            raise UserError("no model to fine-tune: give --model (a DistilBERT or BERT folder or hub id)")
+        if not r.out:
+            raise UserError("no output folder: give --out")
+        task = tasks.get(r.task).name
+        if task not in TASKS:
+            raise UserError(f"finetune trains {', '.join(TASKS)}, not {task}")
+        qa = task == "question-answering"
+        changes: dict = {"task": task}
+        if r.glue:
+            from ..data.glue import files, get
+
+            if task != "text-classification":
+                raise UserError(f"--glue is text classification; drop --task {task}")
+            glue = get(r.glue)
+            changes["glue"] = glue.name
+            if r.data_dir:
+                train, validation = files(glue.name, r.data_dir)
+                changes["train"] = r.train or str(train)
+                changes["validation"] = r.validation or str(validation)
+        changes["max_length"] = r.max_length or (384 if qa else 128)
+        changes["learning_rate"] = r.learning_rate or (3e-5 if qa else 2e-5)
+        r = self.replace(**changes)
+        if not r.train:
+            raise UserError("no training data: give --train FILE (or --glue NAME --data-dir DIR)")
+        if not r.validation:
+            raise UserError("no validation data: give --validation FILE (or --glue NAME --data-dir DIR)")
+        if r.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise UserError(f"precision must be auto, fp32, bf16 or fp16, got {r.precision!r}")
+        for name in ("epochs", "batch_size", "gradient_accumulation", "checkpoint_every", "log_every", "n_best",
+                     "max_answer_length"):
+            if getattr(r, name) < 1:
+                raise UserError(f"{name} must be at least 1, got {getattr(r, name)}")
+        if not 0 <= r.alpha_distil <= 1 or r.temperature <= 0:
+            raise UserError("alpha_distil must be in [0, 1] and temperature above 0")
+        return r
+
+    def columns(self) -> Columns:
+        return Columns(self.text_column, self.text_pair_column, self.label_column, self.tag_column, self.problem_type)
+
+
+def finetune(recipe: FinetuneRecipe, resume: bool = False, overwrite: bool = False, progress: bool = True,
+             given: set[str] | None = None) -> dict:
+    """Fine-tune recipe.model into recipe.out; returns the best evaluation and where the model is."""
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    from . import checkpointing, distributed
+    from .optim import adamw, linear_schedule, warmup_steps
+    from .runlog import RunLog
+
+    recipe = recipe.resolved()
+    out = Path(recipe.out)
+    checkpoint_path = out / CHECKPOINT
+    env = distributed.setup()
+    rank, world, device = env.rank, env.world, env.device
+    state = None
+    if resume:
+        state = checkpointing.read(checkpoint_path)
+        checkpointing.check_world(state, world, checkpoint_path)
+        mine = recipe.to_dict()
+        chosen = {k: mine[k] for k in (mine if given is None else given)}
+        recipe = FinetuneRecipe.from_dict(checkpointing.resumed_recipe(state["recipe"], chosen))
+    else:
+        check_output(out, overwrite)
+    if recipe.threads:
+        torch.set_num_threads(recipe.threads)
+    precision = distributed.best_precision(device) if recipe.precision == "auto" else recipe.precision
+    autocast_dtype = distributed.autocast_dtype(precision, device)
+
+    # data, labels and the model
+    task = recipe.task
+    train_examples = read(task, recipe.train, recipe.columns(), recipe.glue)
+    eval_examples = read(task, recipe.validation, recipe.columns(), recipe.glue)
+    id2label, problem = labels_of(recipe, train_examples)
+    student, config, tokenizer = load_student(recipe, id2label, problem)
+    teacher = load_teacher(recipe, config) if recipe.teacher else None
+    max_length = min(recipe.max_length, config.max_position_embeddings, tokenizer.model_max_length)
+    train_rows = encode(recipe, tokenizer, train_examples, config, max_length, training=True, where=recipe.train)
+    eval_rows = encode(recipe, tokenizer, eval_examples, config, max_length, training=False, where=recipe.validation)
+    student.to(device).train()
+    if teacher is not None:
+        teacher.to(device).eval().requires_grad_(False)
+
+    # the schedule: every epoch's length-grouped batches are known up front (deterministic in seed, epoch)
+    max_tokens = recipe.max_tokens or recipe.batch_size * max_length
+    lengths = train_rows.lengths()
+    micro_per_step = recipe.gradient_accumulation
+    epoch_batches = [batching.shuffled_groups(lengths, recipe.batch_size, max_tokens, recipe.seed, e)
+                     for e in range(recipe.epochs)]
+    steps_per_epoch = [len(b) // (world * micro_per_step) for b in epoch_batches]  # leftovers are skipped
+    if min(steps_per_epoch) == 0:
+        raise UserError(f"{recipe.train} makes {len(epoch_batches[0])} batches, fewer than one step needs "
+                        f"({world} processes x {micro_per_step} accumulation); lower --batch-size or --gradient-accumulation")
+    total_steps = sum(steps_per_epoch)
+    if recipe.max_steps:
+        total_steps = min(total_steps, recipe.max_steps)
+    epoch_end = set(np.cumsum(steps_per_epoch).tolist())  # the global step at which each epoch ends
+
+    optimizer = adamw(student, recipe.learning_rate, recipe.weight_decay, recipe.adam_betas, recipe.adam_epsilon)
+    scheduler = linear_schedule(optimizer, warmup_steps(recipe.warmup, total_steps), total_steps)
+    use_cuda = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16" and use_cuda)
+    model = DistributedDataParallel(student, device_ids=[device.index] if use_cuda else None) if world > 1 else student
+    parts = dict(student=student, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+    metric = main_metric(recipe, problem)
+
+    step, epoch, micro = 0, 0, 0
+    history: list[dict] = []  # every evaluation
+    best: dict | None = None
+    if state is not None:
+        checkpointing.restore(state, **parts)
+        step, epoch, micro, history, best = state["step"], state["epoch"], state["micro"], state["history"], state["best"]
+
+    out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
+    log = RunLog(out, rank == 0, total_steps, progress, initial=step, every=recipe.log_every, desc="fine-tuning")
+    totals: dict[str, float] = {}
+    tokens, started = 0, time.perf_counter()
+    stop = False
+    while step < total_steps and not stop:
+        batches = epoch_batches[epoch]
+        while micro < steps_per_epoch[epoch] * micro_per_step and step < total_steps:
+            g = micro * world + rank  # this micro-batch's index in the epoch, across all ranks
+            batch = collate(train_rows, batches[g], tokenizer.pad_token_id, config.type_vocab_size > 0, device)
+            torch.manual_seed(_batch_seed(recipe.seed, epoch, g))  # dropout
+            sync = (micro + 1) % micro_per_step == 0
+            no_sync = model.no_sync() if world > 1 and not sync else contextlib.nullcontext()
+            with no_sync, torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                s = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+                terms = {"task": task_loss(task, problem, s, batch["labels"])}
+                if teacher is not None:
+                    with torch.no_grad():
+                        t = teacher(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+                    terms["distil"] = soft_loss(task, problem, s, t, batch, recipe.temperature)
+                    loss = recipe.alpha_distil * terms["distil"] + (1 - recipe.alpha_distil) * terms["task"]
+                else:
+                    loss = terms["task"]
+                scaler.scale(loss / micro_per_step).backward()
+            for k, v in {"loss": loss, **terms}.items():
+                totals[k] = totals.get(k, 0.0) + float(v.detach()) / micro_per_step
+            tokens += int(batch["attention_mask"].sum())
+            micro += 1
+            if not sync:
+                continue
+            scaler.unscale_(optimizer)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(student.parameters(), recipe.max_grad_norm))
+            scaler.step(optimizer)
+            scaler.update()
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            totals = distributed.global_mean(totals, world)
+            tokens = distributed.global_sum(tokens, world)
+            elapsed = time.perf_counter() - started
+            log.step({"step": step, "epoch": epoch, "lr": lr, "grad_norm": grad_norm,
+                      "tokens_per_second": tokens / elapsed if elapsed else 0.0,
+                      **{f"loss_{k}" if k != "loss" else k: v for k, v in totals.items()}})
+            totals, tokens, started = {}, 0, time.perf_counter()
+            evaluate_now = (step in epoch_end or step == total_steps if recipe.eval_steps is None
+                            else step % recipe.eval_steps == 0 or step == total_steps)
+            if evaluate_now:
+                if rank == 0:
+                    scores = evaluate_rows(student, task, problem, eval_rows, eval_examples, config, tokenizer, recipe,
+                                           device, autocast_dtype)
+                    history.append({"step": step, "epoch": epoch, **scores})
+                    log.write({"step": step, "epoch": epoch, **{f"eval_{k}": v for k, v in flat(scores).items()}})
+                    log.message(f"step {step}: {metric} {scores[metric]:.4f}")
+                    if best is None or scores[metric] > best[metric]:
+                        best = {"step": step, **scores}
+                        save_model(student, out / BEST, task, tokenizer)
+                    since_best = sum(1 for h in history if h["step"] > best["step"])
+                    stop = recipe.early_stopping is not None and since_best >= recipe.early_stopping
+                history, best, stop = distributed.broadcast((history, best, stop), world)
+                student.train()
+            if evaluate_now or step % recipe.checkpoint_every == 0 or step == total_steps:
+                if rank == 0:
+                    checkpointing.write(checkpoint_path, recipe.to_dict(), world,
+                                        {"step": step, "epoch": epoch, "micro": micro, "history": history, "best": best},
+                                        **parts)
+                distributed.barrier(world)
+            if stop:
+                log.message(f"early stopping: no better {metric} in {recipe.early_stopping} evaluations")
+                break
+        if step < total_steps and not stop:
+            epoch, micro = epoch + 1, 0
+    log.close()
+    if rank == 0:
+        finish_output(out, recipe, best, history, metric)
+    distributed.finish(world)
+    return {"out": str(out), "steps": step, "metric": metric, "best": best, "history": history}
+
+
+def _batch_seed(seed: int, epoch: int, index: int) -> int:
+    return int(np.random.default_rng([seed, epoch, index]).integers(2**62))
+
+
+# --- the parts of the loop ----------------------------------------------------------------------------------
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    """A finished model or a run in `out` is never overwritten by accident; with `overwrite` a new run replaces it."""
+    finished = (out / "config.json").is_file()
+    running = (out / CHECKPOINT).is_file()
+    if not overwrite:
+        if finished:
+            raise UserError(f"{out} already holds a finished model; pass --overwrite to replace it, or choose another --out")
+        if running:
+            raise UserError(f"{out} already holds a run; pass --resume to continue it, --overwrite to start again, "
+                            "or choose another --out")
+        return
+    for name in (CHECKPOINT, "log.jsonl", RESULTS, "tensorboard", BEST):
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def labels_of(recipe: FinetuneRecipe, examples: list) -> tuple[dict[int, str], str | None]:
+    """id2label and problem type from the training data (GLUE: its own label names, in datasets' order)."""
+    if recipe.task == "question-answering":
+        return {0: "LABEL_0", 1: "LABEL_1"}, None
+    if recipe.task == "token-classification":
+        from ..data.ner import tag_names
+
+        if any(e.tags is None for e in examples):
+            raise UserError(f"{recipe.train} has sentences without tags; name the tag list with --label-column")
+        return dict(enumerate(tag_names(examples))), None
+    from ..data.tables import label_names, problem_type_of
+
+    if recipe.glue:
+        from ..data.glue import get
+
+        names = get(recipe.glue).labels
+        return ({0: "LABEL_0"}, "regression") if names is None else (dict(enumerate(names)), "single_label_classification")
+    missing = sum(e.label is None for e in examples)
+    if missing:
+        raise UserError(f"{recipe.train}: {missing} example(s) have no label column {recipe.label_column or 'label'!r}; "
+                        "name it with --label-column")
+    problem = problem_type_of(examples, recipe.problem_type)
+    if problem == "regression":
+        return {0: "LABEL_0"}, problem
+    names = label_names(examples, problem)
+    if len(names) < 2 and problem == "single_label_classification":
+        raise UserError(f"{recipe.train} has one label ({', '.join(names)}); classification needs at least two")
+    return dict(enumerate(names)), problem
+
+
+def load_student(recipe: FinetuneRecipe, id2label: dict[int, str], problem: str | None):
+    """The checkpoint's encoder under a new head for the task (its own head where it already has this task's,
+    with the same labels)."""
+    from ..checkpoint import load
+    from ..config import Config
+    from ..hub import resolve
+    from ..model import build
+    from ..tokenizer import Tokenizer
+
+    folder = resolve(recipe.model)
+    config = Config.from_file(folder / "config.json")
+    has = tasks.task_of_architectures(config.architectures)
+    same_labels = recipe.task == "question-answering" or config.id2label == id2label
+    if has == recipe.task and same_labels:
+        net, config, folder = load(folder, recipe.task)
+    else:
+        base, config, folder = load(folder, "feature-extraction")
+        extra = {k: v for k, v in config.extra.items() if k not in ("problem_type",)}
+        config = config.replace(id2label=id2label, architectures=None, extra=extra)
+        net = build(config, recipe.task)  # BERT's initialisation for the new head
+        own = net.encoder.state_dict()
+        source = {k: v for k, v in base.encoder.state_dict().items() if k in own}  # a pooler only where the head uses it
+        assert all(k.startswith("pooler.") for k in set(own) - set(source)), sorted(set(own) - set(source))
+        net.encoder.load_state_dict(source, strict=False)
+    if problem in ("regression", "multi_label_classification"):
+        config.extra["problem_type"] = problem
+    elif recipe.task == "text-classification":
+        config.extra["problem_type"] = "single_label_classification"
+    net.config = config
+    try:
+        tokenizer = Tokenizer.from_pretrained(folder, config=config)
+    except UserError as e:
+        raise UserError(f"{folder} has no usable tokenizer ({e}); fine-tuning needs the model's tokenizer files") from None
+    return net, config, tokenizer
+
+
+def load_teacher(recipe: FinetuneRecipe, student_config):
+    """A model fine-tuned on the same task with the same labels (its outputs are the soft targets)."""
+    from ..checkpoint import load
+
+    teacher, config, folder = load(recipe.teacher)
+    from ..model import task_of
+
+    has = task_of(teacher)
+    if has != recipe.task:
+        raise UserError(f"teacher {folder} is a {has} model, the student is trained for {recipe.task}; "
+                        "give a teacher fine-tuned on the same task")
+    if recipe.task != "question-answering" and config.id2label != student_config.id2label:
+        theirs = ", ".join(config.id2label[i] for i in sorted(config.id2label))
+        ours = ", ".join(student_config.id2label[i] for i in sorted(student_config.id2label))
+        raise UserError(f"teacher {folder}'s labels ({theirs}) differ from the training data's ({ours}); "
+                        "give a teacher fine-tuned on the same labels")
+    if student_config.vocab_size != config.vocab_size:
+        raise UserError(f"teacher {folder}'s vocabulary ({config.vocab_size}) differs from the student's "
+                        f"({student_config.vocab_size}); both must read the same token ids")
+    return teacher
+
+
+def encode(recipe: FinetuneRecipe, tokenizer, examples: list, config, max_length: int, training: bool,
+           where: str) -> Rows:
+    if recipe.task == "question-answering":
+        return encode_qa(tokenizer, examples, max_length, recipe.doc_stride, training)
+    if recipe.task == "token-classification":
+        return encode_tokens(tokenizer, examples, max_length, config.label2id, where)
+    problem = config.extra.get("problem_type", "single_label_classification")
+    return encode_text(tokenizer, examples, max_length, problem, config.label2id, where)
+
+
+def collate(rows: Rows, indices, pad_id: int, token_types: bool, device) -> dict:
+    """Padded model inputs and targets of some rows, as tensors on `device`."""
+    import torch
+
+    arrays = batching.collate([{"input_ids": rows.input_ids[i], "token_type_ids": rows.token_type_ids[i]}
+                               for i in indices], pad_id, token_types)
+    batch = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
+    if rows.labels:
+        labels = [rows.labels[i] for i in indices]
+        if isinstance(labels[0], list) and isinstance(labels[0][0], int):  # per token: pad with IGNORE
+            batch["labels"] = torch.from_numpy(batching.pad(labels, IGNORE, arrays["input_ids"].shape[1])).to(device)
+        elif isinstance(labels[0], (list, float)):  # multi-hot rows, regression targets
+            batch["labels"] = torch.tensor(labels, dtype=torch.float32, device=device)
+        else:  # class ids, (start, end) pairs
+            batch["labels"] = torch.tensor(labels, dtype=torch.long, device=device)
+    return batch
+
+
+def task_loss(task: str, problem: str | None, out: dict, labels):
+    """transformers' heads' losses: cross-entropy, MSE (regression), BCE (multi-label), mean of start and end."""
+    import torch.nn.functional as F
+
+    if task == "question-answering":
+        start = F.cross_entropy(out["start_logits"].float(), labels[:, 0])
+        end = F.cross_entropy(out["end_logits"].float(), labels[:, 1])
+        return (start + end) / 2
+    logits = out["logits"].float()
+    if task == "token-classification":
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE)
+    if problem == "regression":
+        return F.mse_loss(logits.squeeze(-1), labels)
+    if problem == "multi_label_classification":
+        return F.binary_cross_entropy_with_logits(logits, labels)
+    return F.cross_entropy(logits, labels)
+
+
+def soft_loss(task: str, problem: str | None, s: dict, t: dict, batch: dict, temperature: float):
+    """The student against the teacher's softened outputs: KL x T^2 over classes, over each labelled token,
+    over start and over end positions (padding excluded); MSE for regression, soft BCE for multi-label."""
+    import torch
+    import torch.nn.functional as F
+
+    from .losses import distillation_loss
+
+    if task == "question-answering":
+        real = batch["attention_mask"].bool()
+        floor = torch.finfo(torch.float32).min
+        terms = [distillation_loss(s[k].float().masked_fill(~real, floor), t[k].float().masked_fill(~real, floor),
+                                   temperature=temperature) for k in ("start_logits", "end_logits")]
+        return (terms[0] + terms[1]) / 2
+    if task == "token-classification":
+        return distillation_loss(s["logits"], t["logits"], batch["labels"] != IGNORE, temperature)
+    if problem == "regression":
+        return F.mse_loss(s["logits"].float(), t["logits"].float())
+    if problem == "multi_label_classification":
+        soft = torch.sigmoid(t["logits"].float() / temperature)
+        return F.binary_cross_entropy_with_logits(s["logits"].float() / temperature, soft) * temperature**2
+    return distillation_loss(s["logits"], t["logits"], temperature=temperature)
+
+
+def main_metric(recipe: FinetuneRecipe, problem: str | None) -> str:
+    if recipe.metric:
+        return recipe.metric
+    if recipe.glue:
+        from ..data.glue import get
+
+        return get(recipe.glue).metric
+    return {"token-classification": "overall_f1", "question-answering": "f1"}.get(
+        recipe.task, "pearson" if problem == "regression" else "f1" if problem == "multi_label_classification" else "accuracy")
+
+
+def evaluate_rows(net, task: str, problem: str | None, rows: Rows, examples: list, config, tokenizer,
+                  recipe: FinetuneRecipe, device, autocast_dtype) -> dict:
+    """The task's metrics of `net` on encoded validation rows (the in-training evaluation)."""
+    import torch
+
+    net.eval()
+    outputs: list[dict] = [{} for _ in range(len(rows))]
+    with torch.inference_mode(), torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        for group in batching.group(rows.lengths(), 64, 64 * 512):
+            batch = collate(Rows(rows.input_ids, rows.token_type_ids), group, tokenizer.pad_token_id,
+                            config.type_vocab_size > 0, device)
+            out = net(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+            for r, i in enumerate(group):
+                n = len(rows.input_ids[i])
+                for k in ("logits", "start_logits", "end_logits"):
+                    if k in out:
+                        per_token = k != "logits" or out[k].dim() == 3  # cut to the row's own length
+                        outputs[i][k] = out[k][r, :n].float().cpu().numpy() if per_token else out[k][r].float().cpu().numpy()
+    return score(task, problem, outputs, rows, examples, config, recipe)
+
+
+def score(task: str, problem: str | None, outputs: list[dict], rows: Rows, examples: list, config,
+          recipe: FinetuneRecipe) -> dict:
+    if task == "question-answering":
+        with_negative = any(e.is_impossible for e in examples)
+        answers = predict_answers([o["start_logits"] for o in outputs], [o["end_logits"] for o in outputs], rows,
+                                  examples, recipe.n_best, recipe.max_answer_length, with_negative)
+        golds = {e.id: e.answers["text"] for e in examples}
+        return metrics.squad_v2(answers, golds) if with_negative else metrics.squad(answers, golds)
+    if task == "token-classification":
+        tags = predict_tags([o["logits"] for o in outputs], rows, examples, config.id2label)
+        return metrics.ner(tags, [e.tags for e in examples])
+    predictions = predict_text(np.stack([o["logits"] for o in outputs]), problem)
+    references = np.array(rows.labels)
+    if recipe.glue:
+        return metrics.glue(recipe.glue, predictions, references)
+    return metrics.classification(predictions, references, problem, config.num_labels)
+
+
+def flat(scores: dict) -> dict[str, float]:
+    """Per-type NER results ({"PER": {"f1": ...}}) as PER_f1 and the like, for the log."""
+    out = {}
+    for k, v in scores.items():
+        if isinstance(v, dict):
+            out.update({f"{k}_{m}": x for m, x in v.items()})
+        else:
+            out[k] = v
+    return out
+
+
+def save_model(net, folder: Path, task: str, tokenizer) -> None:
+    from ..checkpoint import save
+
+    save(net, folder, task, tokenizer)
+    net.train()
+
+
+def finish_output(out: Path, recipe: FinetuneRecipe, best: dict | None, history: list[dict], metric: str) -> None:
+    """The best model's files moved into the output folder (config.json last: a folder with config.json is a
+    finished model), beside eval_results.json."""
+    if best is None:
+        raise UserError("the run ended before its first evaluation; nothing to keep")
+    (out / RESULTS).write_text(json.dumps({"metric": metric, "best": best, "history": history}, indent=2) + "\n")
+    source = out / BEST
+    if not source.is_dir():  # a resumed run that had already finished
+        return
+    for item in sorted(source.iterdir(), key=lambda p: p.name == "config.json"):
+        os.replace(item, out / item.name)
+    source.rmdir()

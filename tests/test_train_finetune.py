@@ -1,0 +1,191 @@
+"""Fine-tuning: every task trains from a checkpoint without its head, the result is a transformers model with
+the same outputs that our pipelines and exporter take, a killed run resumes bit for bit, bad input is one line."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file
+
+from conftest import data_file, make_reference, save_reference
+from distilbert.checkpoint import load
+from distilbert.errors import UserError
+from distilbert.train.finetune import FinetuneRecipe, finetune
+from test_cli import assert_user_error
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(os.path.dirname(os.path.dirname(__file__))),
+       "OMP_NUM_THREADS": "1"}
+
+
+def cli(*args, ok=True, timeout=300):
+    p = subprocess.run([sys.executable, "-m", "distilbert.cli", *map(str, args)], capture_output=True, text=True,
+                       env=ENV, timeout=timeout)
+    if ok:
+        assert p.returncode == 0, p.stderr[-3000:]
+    return p
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Tiny random masked LMs with the real vocabulary, and slices of SST-2, CoNLL-2003 and SQuAD."""
+    root = tmp_path_factory.mktemp("finetune")
+    data_file("vocab", "bert-base-uncased-vocab.txt")
+    save_reference(make_reference("distilbert", "ForMaskedLM", vocab_size=30522), root / "distilbert")
+    save_reference(make_reference("bert", "ForMaskedLM", vocab_size=30522), root / "bert")
+    lines = data_file("glue", "SST-2", "train.tsv").read_text().splitlines()
+    (root / "train.tsv").write_text("\n".join(lines[:65]) + "\n")
+    (root / "dev.tsv").write_text("\n".join(lines[:1] + lines[500:532]) + "\n")
+    sentences = data_file("ner", "conll2003", "valid.txt").read_text().split("\n\n")
+    (root / "ner-train.txt").write_text("\n\n".join(sentences[:48]) + "\n")
+    (root / "ner-dev.txt").write_text("\n\n".join(sentences[48:72]) + "\n")
+    squad = json.loads(data_file("squad", "dev-v1.1.json").read_text())
+    article = squad["data"][0]
+    train = {"version": "1.1", "data": [{"title": article["title"], "paragraphs": article["paragraphs"][:3]}]}
+    dev = {"version": "1.1", "data": [{"title": article["title"], "paragraphs": article["paragraphs"][3:5]}]}
+    (root / "squad-train.json").write_text(json.dumps(train))
+    (root / "squad-dev.json").write_text(json.dumps(dev))
+    return root
+
+
+def sst2(setup, out, **changes):
+    settings = dict(model=str(setup / "distilbert"), glue="sst2", train=str(setup / "train.tsv"),
+                    validation=str(setup / "dev.tsv"), out=str(out), epochs=2, batch_size=8, learning_rate=1e-3,
+                    log_every=1)
+    settings.update(changes)
+    return FinetuneRecipe(**settings)
+
+
+def same_outputs(folder, hf_class, task, texts, pairs=None, keys=("logits",)):
+    """transformers' class on the folder gives our model's outputs, on a padded batch."""
+    ours, _, _ = load(folder, task)
+    theirs = getattr(transformers, hf_class).from_pretrained(folder).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    enc = tok(texts, pairs, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        a = ours(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids") if "token_type_ids" in enc and
+                 ours.config.type_vocab_size else None)
+        b = theirs(**{k: v for k, v in enc.items() if k != "token_type_ids" or ours.config.type_vocab_size})
+    for key in keys:
+        mask = enc["attention_mask"].bool() if a[key].dim() > 2 or key != "logits" else slice(None)
+        torch.testing.assert_close(a[key][mask], b[key][mask], rtol=1e-5, atol=1e-5)
+
+
+def test_text_classification_end_to_end(tmp_path, setup):
+    out = tmp_path / "sst2"
+    p = cli("finetune", "--model", setup / "distilbert", "--glue", "sst2", "--train", setup / "train.tsv",
+            "--validation", setup / "dev.tsv", "--out", out, "--epochs", 2, "--batch-size", 8, "--learning-rate", 1e-3)
+    assert "best accuracy" in p.stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"} and config["architectures"] == [
+        "DistilBertForSequenceClassification"]
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "eval_accuracy" in r]
+    assert len(evals) == 2 and all("loss" in r for r in records if "eval_accuracy" not in r)
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["best"]["accuracy"] == max(e["eval_accuracy"] for e in evals)
+    assert not (out / "best").exists() and list((out / "tensorboard").glob("events.*"))
+    same_outputs(out, "DistilBertForSequenceClassification", "text-classification", ["a fine film", "dull ."],
+                 None)
+    from distilbert import pipeline
+
+    result = pipeline("text-classification", model=out, backend="torch")("a charming , often affecting journey")
+    assert result[0]["label"] in ("negative", "positive")
+    assert cli("plot-run", out).stdout.startswith("wrote")
+    assert (out / "losses.png").read_bytes()[:4] == b"\x89PNG"
+    cli("export", out, tmp_path / "onnx")
+    assert (tmp_path / "onnx" / "model.onnx").is_file()
+
+
+def test_token_classification_on_conll(tmp_path, setup):
+    out = tmp_path / "ner"
+    result = finetune(FinetuneRecipe(model=str(setup / "bert"), task="token-classification",
+                                     train=str(setup / "ner-train.txt"), validation=str(setup / "ner-dev.txt"),
+                                     out=str(out), epochs=1, batch_size=8, learning_rate=1e-3), progress=False)
+    assert {"overall_f1", "overall_precision", "overall_recall", "overall_accuracy"} <= set(result["best"])
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"]["0"] == "O" and len(config["id2label"]) == 9
+    same_outputs(out, "BertForTokenClassification", "token-classification", ["EU rejects German call", "Peter ."])
+
+
+def test_question_answering_on_squad(tmp_path, setup):
+    out = tmp_path / "qa"
+    result = finetune(FinetuneRecipe(model=str(setup / "distilbert"), task="question-answering",
+                                     train=str(setup / "squad-train.json"), validation=str(setup / "squad-dev.json"),
+                                     out=str(out), epochs=1, batch_size=8, max_length=64, doc_stride=16,
+                                     learning_rate=1e-3), progress=False)
+    assert set(result["best"]) >= {"exact_match", "f1"} and 0 <= result["best"]["f1"] <= 100
+    same_outputs(out, "DistilBertForQuestionAnswering", "question-answering", ["who won?", "when"],
+                 ["Denver won the game.", "In 2016 ."], keys=("start_logits", "end_logits"))
+
+
+def test_distillation_during_fine_tuning_and_a_teacher_that_does_not_fit(tmp_path, setup):
+    teacher = tmp_path / "teacher"
+    finetune(sst2(setup, teacher, epochs=1), progress=False)
+    student = tmp_path / "student"
+    finetune(sst2(setup, student, epochs=1, teacher=str(teacher), temperature=3.0), progress=False)
+    record = json.loads((student / "log.jsonl").read_text().splitlines()[0])
+    assert {"loss_task", "loss_distil"} <= set(record)
+    with pytest.raises(UserError, match="labels .* differ"):
+        finetune(sst2(setup, tmp_path / "x", glue="cola", teacher=str(teacher)), progress=False)
+    with pytest.raises(UserError, match="is a fill-mask model"):
+        finetune(sst2(setup, tmp_path / "y", teacher=str(setup / "bert")), progress=False)
+
+
+def test_a_killed_run_resumes_bit_identical(tmp_path, setup):
+    args = ["finetune", "--model", setup / "distilbert", "--glue", "sst2", "--train", setup / "train.tsv",
+            "--validation", setup / "dev.tsv", "--epochs", 3, "--batch-size", 4, "--checkpoint-every", 1,
+            "--learning-rate", 1e-3, "--log-every", 1]
+    whole = tmp_path / "whole"
+    cli(*args, "--out", whole)
+    broken = tmp_path / "broken"
+    p = subprocess.Popen([sys.executable, "-m", "distilbert.cli", *map(str, args), "--out", str(broken)], env=ENV,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and p.poll() is None:
+        log = broken / "log.jsonl"
+        if log.exists() and len(log.read_text().splitlines()) >= 20:  # past the first evaluation
+            break
+        time.sleep(0.01)
+    p.send_signal(signal.SIGKILL)
+    assert p.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (broken / "config.json").exists()
+    cli(*args, "--out", broken, "--resume")
+    a, b = load_file(whole / "model.safetensors"), load_file(broken / "model.safetensors")
+    assert set(a) == set(b)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    logged = lambda out: [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]  # noqa: E731
+    assert [r["step"] for r in logged(broken)] == [r["step"] for r in logged(whole)]  # no line twice
+    assert_user_error(cli(*args, "--out", broken, "--resume", "--seed", 7, ok=False), "seed (7; the run has 42)")
+
+
+def test_bad_input(tmp_path, setup):
+    out = tmp_path / "done"
+    finetune(sst2(setup, out, epochs=1), progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    p = cli("finetune", "--model", setup / "distilbert", "--glue", "sst2", "--train", setup / "train.tsv",
+            "--validation", setup / "dev.tsv", "--out", out, ok=False)
+    assert_user_error(p, "already holds a finished model", "--overwrite")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("sentence\tlabel\ngood\t1\nbad\t3\n")
+    assert_user_error(cli("finetune", "--model", setup / "distilbert", "--glue", "sst2", "--train", setup / "train.tsv",
+                          "--validation", bad, "--out", tmp_path / "a", ok=False), "bad.tsv line 3", "'3'")
+    table = tmp_path / "t.csv"
+    table.write_text("text,label\ngood,pos\nbad,neg\n")
+    other = tmp_path / "v.csv"
+    other.write_text("text,label\nfine,neutral\n")
+    assert_user_error(cli("finetune", "--model", setup / "distilbert", "--train", table, "--validation", other,
+                          "--out", tmp_path / "b", ok=False), "'neutral' is not one of the labels neg, pos")
+    assert_user_error(cli("finetune", "--model", setup / "distilbert", "--train", table, "--validation", other,
+                          "--label-column", "stars", "--out", tmp_path / "c", ok=False), "no label column 'stars'")
+    assert_user_error(cli("finetune", "--model", setup / "distilbert", "--train", table, "--validation", table,
+                          "--precision", "fp16", "--out", tmp_path / "d", ok=False), "fp16 needs a CUDA GPU")
+    assert not (tmp_path / "d" / "config.json").exists()
