@@ -164,6 +164,7 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, overwrite: bool = Fal
     train_examples = read(task, recipe.train, recipe.columns(), recipe.glue)
     eval_examples = read(task, recipe.validation, recipe.columns(), recipe.glue)
     id2label, problem = labels_of(recipe, train_examples)
+    torch.manual_seed(recipe.seed)  # the new head's initialisation
     student, config, tokenizer = load_student(recipe, id2label, problem)
     teacher = load_teacher(recipe, config) if recipe.teacher else None
     max_length = min(recipe.max_length, config.max_position_embeddings, tokenizer.model_max_length)
