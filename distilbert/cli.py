@@ -345,8 +345,49 @@ def evaluate_mlm(model: str, text: list[str], max_length: int = 128, seed: int =
           f"on {result['masked_tokens']:,} masked tokens of {result['texts']:,} texts ({result['tokens_per_second']:,.0f} tokens/s)")
 
 
+def finetune(resume: bool = False, overwrite: bool = False, recipe: str | None = None, **settings) -> None:
+    """Fine-tune a DistilBERT or BERT checkpoint for classification, NER or QA."""
+    from .train.finetune import FinetuneRecipe, finetune as run
+
+    base = FinetuneRecipe.from_file(recipe) if recipe else FinetuneRecipe()
+    # with --resume, these must equal the run's own settings: those of the recipe file and the flags given
+    given = set(json.loads(Path(recipe).read_text(encoding="utf-8"))) if recipe else set()
+    given |= {k for k, v in settings.items() if v is not None}
+    result = run(base.replace(**settings), resume=resume, overwrite=overwrite, given=given)
+    best = result["best"]
+    print(f"best {result['metric']} {best[result['metric']]:.4f} at step {best['step']} of {result['steps']}; "
+          f"the model is in {result['out']}")
+
+
+def evaluate(model: str, data: str, task: str | None = None, glue: str | None = None, backend: str | None = None,
+             precision: str = "fp32", json_output: bool = False, predictions: str | None = None,
+             batch_size: int = 32, threads: int | None = None, text_column: str | None = None,
+             text_pair_column: str | None = None, label_column: str | None = None, tag_column: int = -1,
+             limit: int | None = None) -> None:
+    """Score MODEL on labelled data through the pipelines (PyTorch, ONNX or int8)."""
+    from .data import Columns
+    from .evaluate import evaluate as run, print_metrics
+
+    columns = Columns(text_column, text_pair_column, label_column, tag_column)
+    result = run(model, task, data, glue=glue, backend=backend, precision=precision, batch_size=batch_size,
+                 threads=threads, columns=columns, predictions_file=predictions, limit=limit)
+    if json_output:
+        print(json.dumps(result["metrics"]))
+    else:
+        print_metrics(result)
+
+
+def glue(model: str, data_dir: str, out: str, tasks: list[str] | None = None, seeds: int = 1,
+         recipe: str | None = None, overwrite: bool = False, **settings) -> None:
+    """Fine-tune and score MODEL on every GLUE task in --data-dir: the model card's table."""
+    from .train.glue import run_glue
+
+    run_glue(model, data_dir, out, tasks=tasks, seeds=seeds, recipe=recipe, overwrite=overwrite,
+             settings={k: v for k, v in settings.items() if v is not None})
+
+
 def plot_run(run: str, output: str | None = None) -> None:
-    """Draw the loss curves of a training run as a PNG."""
+    """Draw a training run's losses (and validation metrics) as a PNG."""
     from .train.plot import plot_run as draw
 
     print(f"wrote {draw(run, output)}")
@@ -686,6 +727,65 @@ def recipe_options() -> list[Option]:
     return options
 
 
+GLUE_TASKS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte")
+TRAINED_TASKS = ("text-classification", "token-classification", "question-answering")
+COLUMNS = [option("--text-column", help="the text's column (default text; NER JSONL: tokens)"),
+           option("--text-pair-column", help="the second text's column, for pairs"),
+           option("--label-column", help="the label's column (default label; NER JSONL: tags)"),
+           option("--tag-column", type=int, help="CoNLL: the tag's column from 0, negative from the end")]
+RUN_IDENTITY = ("model", "task", "train", "validation", "out", "glue", "data_dir", "teacher")  # not per GLUE task
+
+
+def finetune_options(skip: tuple[str, ...] = ()) -> list[Option]:
+    """One flag per FinetuneRecipe setting; an unset flag keeps the recipe file's value (or the default)."""
+    import dataclasses
+
+    from .train.finetune import FinetuneRecipe
+    from .data.tables import PROBLEM_TYPES
+
+    special = {
+        "task": option("--task", choices=TRAINED_TASKS, help="recipe default text-classification"),
+        "glue": option("--glue", choices=GLUE_TASKS, help="a GLUE task: its files' layout and labels "
+                                                          "(with --data-dir: its train.tsv and dev file)"),
+        "data_dir": option("--data-dir", help="GLUE folder with CoLA/, SST-2/, ... (with --glue)"),
+        "train": option("--train", help="labelled training file: CSV/TSV/JSONL, CoNLL, SQuAD JSON, a GLUE TSV"),
+        "validation": option("--validation", help="labelled validation file, scored every epoch"),
+        "teacher": option("--teacher", help="a model fine-tuned on the same task and labels: distil it while training"),
+        "problem_type": option("--problem-type", choices=PROBLEM_TYPES,
+                               help="default: read from the labels (lists: multi-label; fractions: regression)"),
+        "precision": option("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                            help="autocast; auto (default): bf16 on GPUs that have it, else fp32"),
+        "adam_betas": option("--adam-betas", type=float, nargs=2, help="recipe default 0.9 0.999"),
+        "tag_column": option("--tag-column", type=int, help="CoNLL: the tag's column from 0, negative from the end "
+                                                           "(recipe default -1)"),
+        "max_length": option("--max-length", type=_positive, help="tokens per row (default 128; QA 384)"),
+        "learning_rate": option("--learning-rate", type=float, help="default 2e-5; QA 3e-5"),
+        "max_tokens": option("--max-tokens", type=_positive,
+                             help="padded tokens in a micro-batch (default batch size x max length)"),
+        "eval_steps": option("--eval-steps", type=_positive, help="evaluate every N steps (default: every epoch)"),
+        "early_stopping": option("--early-stopping", type=_positive,
+                                 help="stop after N evaluations without a better main metric"),
+        "metric": option("--metric", help="the main metric, which picks the model kept (default: the task's)"),
+        "warmup": option("--warmup", type=float, help="warm-up: a fraction of the steps, or steps (recipe default 0.1)"),
+    }
+    options = []
+    for f in dataclasses.fields(FinetuneRecipe):
+        if f.name in skip:
+            continue
+        if f.name in special:
+            options.append(special[f.name])
+            continue
+        flag, default = "--" + f.name.replace("_", "-"), f.default
+        if isinstance(default, float):
+            options.append(option(flag, type=float, help=f"recipe default {default}"))
+        elif isinstance(default, int) or f.type in ("int | None",):
+            options.append(option(flag, type=_positive if f.name != "seed" else int,
+                                  help=None if default is None else f"recipe default {default}"))
+        else:
+            options.append(option(flag, help=None if default is None else f"recipe default {default}"))
+    return options
+
+
 COMMANDS: dict[str, tuple[Callable, list[str | Option]]] = {
     "fill-mask": (fill_mask, ["text", *RUNTIME, "--top-k", "--targets", "--json"]),
     "classify": (classify, [option("text", nargs="*", help="text(s) to classify; none: one per line of --file or stdin"),
@@ -755,6 +855,23 @@ COMMANDS: dict[str, tuple[Callable, list[str | Option]]] = {
                               option("--hide-special", help="leave out [CLS] and [SEP], as exBERT can"),
                               option("--backend", choices=BACKENDS,
                                      help="default: torch for a PyTorch checkpoint, else onnx")]),
+    "finetune": (finetune, ["--resume", option("--overwrite", help="replace a finished model or a run in --out"),
+                            "--recipe", *finetune_options()]),
+    "evaluate": (evaluate, [
+        "model", option("--data", help="labelled file: CSV/TSV/JSONL, CoNLL, SQuAD JSON, or a GLUE TSV with --glue"),
+        option("--task", choices=TRAINED_TASKS, help="default: the model's own head"),
+        option("--glue", choices=GLUE_TASKS, help="--data is this GLUE task's TSV: its layout, labels and metrics"),
+        "--backend", "--precision", "--threads", "--batch-size", "--json",
+        option("--predictions", help="write the predictions here (JSON lines; SQuAD: the official {id: answer})"),
+        *COLUMNS, option("--limit", type=_positive, help="score the first N examples only")]),
+    "glue": (glue, ["model", option("--data-dir", help="GLUE folder with CoLA/, SST-2/, MRPC/, ... (train.tsv, dev.tsv)"),
+                    option("--out", help="folder for each task's runs, glue_results.json and glue.png"),
+                    option("--tasks", nargs="+", choices=GLUE_TASKS, help="default: every task found"),
+                    option("--seeds", type=_positive, help="runs per task, seeds 42, 43, ...; the median is reported"),
+                    "--recipe", option("--overwrite", help="replace finished runs"),
+                    *finetune_options(skip=(*RUN_IDENTITY, "text_column", "text_pair_column", "label_column",
+                                            "tag_column", "problem_type", "seed", "doc_stride", "n_best",
+                                            "max_answer_length"))]),
 }
 
 

@@ -189,3 +189,23 @@ def test_bad_input(tmp_path, setup):
     assert_user_error(cli("finetune", "--model", setup / "distilbert", "--train", table, "--validation", table,
                           "--precision", "fp16", "--out", tmp_path / "d", ok=False), "fp16 needs a CUDA GPU")
     assert not (tmp_path / "d" / "config.json").exists()
+
+
+def test_glue_command_fine_tunes_every_task_found(tmp_path, setup):
+    glue = tmp_path / "glue"
+    (glue / "SST-2").mkdir(parents=True)
+    (glue / "SST-2" / "train.tsv").write_bytes((setup / "train.tsv").read_bytes())
+    (glue / "SST-2" / "dev.tsv").write_bytes((setup / "dev.tsv").read_bytes())
+    (glue / "RTE").mkdir()
+    (glue / "RTE" / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n")  # no train.tsv
+    out = tmp_path / "out"
+    p = cli("glue", setup / "distilbert", "--data-dir", glue, "--out", out, "--tasks", "sst2", "rte", "--epochs", 1,
+            "--batch-size", 16, "--learning-rate", 1e-3)
+    assert "missing data, skipped: rte" in p.stdout
+    header, ours, distilbert, bert = p.stdout.split("fine-tuning")[-1].splitlines()[-5:-1]
+    assert "SST2" in header and distilbert.split()[-1] == "91.3" and bert.split()[-1] == "92.7"
+    results = json.loads((out / "glue_results.json").read_text())
+    assert results["missing"] == ["rte"] and 0 <= results["scores"]["sst2"] <= 100
+    assert (out / "glue.png").read_bytes()[:4] == b"\x89PNG"
+    again = cli("glue", setup / "distilbert", "--data-dir", glue, "--out", out, "--tasks", "sst2")  # reuses the run
+    assert "fine-tuning" not in again.stdout
