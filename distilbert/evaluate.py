@@ -3,8 +3,8 @@
 Scoring runs the same pipelines users call, so an export is scored exactly as it answers. No torch here.
 - text classification: every label's raw score (function_to_apply="none"), the best label (regression:
   the value; multi-label: every label above 0);
-- NER: the text is the CoNLL words joined by spaces, aggregation_strategy="first" (each word takes its
-  first piece's label, as fine-tuning trained it), each entity group's words tagged B-/I- (IOB2);
+- NER: the text is the words joined by spaces; each word takes its first piece's tag (the pipeline without
+  aggregation), as fine-tuning trained it and as run_ner scores it;
 - QA: run_qa's settings: windows of 384 tokens, stride 128, answers of at most 30 tokens; SQuAD v2.0 files
   (with unanswerable questions) also offer the empty answer.
 """
@@ -157,25 +157,25 @@ def _label_ids(config, glue: str | None) -> dict[str, int]:
 
 
 def _ner(pipe, examples, progress: bool):
+    """Each word's tag is its first piece's (the pipeline without aggregation, whose tokens carry character
+    offsets): what fine-tuning trained and what run_ner scores. Words the pipeline did not reach are "O"."""
     texts, starts = [], []
     for e in examples:
-        offsets, at = [], 0
-        for word in e.tokens:
-            offsets.append((at, at + len(word)))
+        first, at = {}, 0
+        for w, word in enumerate(e.tokens):
+            first[at] = w
             at += len(word) + 1
         texts.append(" ".join(e.tokens))
-        starts.append(offsets)
+        starts.append(first)
     predicted = []
     for chunk_start, chunk in zip(range(0, len(texts), CHUNK), _batches(texts, progress, "tagging")):
-        groups = pipe(chunk, aggregation_strategy="first")
-        for k, entities in enumerate(groups):
-            offsets = starts[chunk_start + k]
-            tags = ["O"] * len(offsets)
-            for entity in entities:
-                words = [w for w, (a, b) in enumerate(offsets) if a < entity["end"] and b > entity["start"]]
-                label = entity["entity_group"]
-                for n, w in enumerate(words):
-                    tags[w] = ("B-" if n == 0 else "I-") + label
+        for k, tokens in enumerate(pipe(chunk, aggregation_strategy="none", ignore_labels=[])):
+            first = starts[chunk_start + k]
+            tags = ["O"] * len(first)
+            for token in tokens:
+                w = first.get(token["start"])
+                if w is not None and tags[w] == "O":
+                    tags[w] = token["entity"]
             predicted.append(tags)
     missing = [n for n, e in enumerate(examples, 1) if e.tags is None]
     if missing:

@@ -101,6 +101,9 @@ def test_text_classification_end_to_end(tmp_path, setup):
     assert (out / "losses.png").read_bytes()[:4] == b"\x89PNG"
     cli("export", out, tmp_path / "onnx")
     assert (tmp_path / "onnx" / "model.onnx").is_file()
+    # the pipelines score the export as training scored the model
+    scored = json.loads(cli("evaluate", tmp_path / "onnx", "--glue", "sst2", "--data", setup / "dev.tsv", "--json").stdout)
+    assert scored["accuracy"] == pytest.approx(results["best"]["accuracy"])
 
 
 def test_token_classification_on_conll(tmp_path, setup):
@@ -209,3 +212,21 @@ def test_glue_command_fine_tunes_every_task_found(tmp_path, setup):
     assert (out / "glue.png").read_bytes()[:4] == b"\x89PNG"
     again = cli("glue", setup / "distilbert", "--data-dir", glue, "--out", out, "--tasks", "sst2")  # reuses the run
     assert "fine-tuning" not in again.stdout
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_train_as_one(tmp_path, setup):
+    common = ["finetune", "--model", setup / "distilbert", "--glue", "sst2", "--train", setup / "train.tsv",
+              "--validation", setup / "dev.tsv", "--epochs", 1, "--batch-size", 4, "--learning-rate", 1e-3,
+              "--log-every", 1]
+    cli(*common, "--out", tmp_path / "one", "--gradient-accumulation", 2)
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        "-m", "distilbert.cli", *map(str, common), "--out", str(tmp_path / "two")],
+                       capture_output=True, text=True, env=ENV, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    losses = lambda out: [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()  # noqa: E731
+                          if "loss" in line]
+    np.testing.assert_allclose(losses(tmp_path / "two"), losses(tmp_path / "one"), rtol=1e-5)
+    a, b = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
