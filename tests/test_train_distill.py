@@ -154,7 +154,11 @@ def test_bad_input(tmp_path, setup):
                           "--out", tmp_path / "f", ok=False), "no masked-LM head")
     assert_user_error(run("distill", "--teacher", setup / "teacher", "--student", setup / "student", "--data",
                           setup / "data", "--out", out, "--resume", ok=False), "corrupt")
-    assert_user_error(run("init-student", bare, "--out", tmp_path / "g", ok=False), "no masked-LM head")
+    classifier = tmp_path / "classifier"
+    save_reference(make_reference("bert", "ForSequenceClassification", vocab_size=30522), classifier)
+    assert_user_error(run("init-student", classifier, "--out", tmp_path / "g", ok=False), "no masked-LM head")
+    run("init-student", bare, "--out", tmp_path / "bare-student", "--layers", "1")  # a bare encoder: fine-tune it
+    assert transformers.DistilBertModel.from_pretrained(tmp_path / "bare-student").config.n_layers == 1
     assert_user_error(run("prepare-data", tmp_path / "nothing.txt", "--tokenizer", setup / "vocab", "--out",
                           tmp_path / "h", ok=False), "does not exist")
 

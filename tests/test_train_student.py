@@ -51,11 +51,19 @@ def test_copies_exactly_the_named_layers(tmp_path, teacher):
 
 def test_bad_teachers(tmp_path, teacher, checkpoint_factory):
     folder, _ = teacher
-    bare, _ = checkpoint_factory("bert", "Model", vocab="real")
+    classifier, _ = checkpoint_factory("bert", "ForSequenceClassification", vocab="real")
     with pytest.raises(UserError, match="no masked-LM head"):
-        init_student(bare, tmp_path / "s1")
+        init_student(classifier, tmp_path / "s1")
     with pytest.raises(UserError, match="must be distinct indices"):
         init_student(folder, tmp_path / "s2", [0, 9])
+
+
+def test_a_bare_encoder_gives_a_bare_student_to_fine_tune(tmp_path, checkpoint_factory):
+    bare, reference = checkpoint_factory("bert", "Model", vocab="real")
+    init_student(bare, tmp_path, [0, 1])
+    student = transformers.DistilBertModel.from_pretrained(tmp_path)
+    assert student.config.n_layers == 2
+    assert torch.equal(student.transformer.layer[1].ffn.lin1.weight, reference.encoder.layer[1].intermediate.dense.weight)
 
 
 def test_new_model_for_pretraining(tmp_path, teacher):

@@ -1,5 +1,8 @@
 """A DistilBERT student from a BERT teacher (Sanh et al. 2019, section 3: "taking one layer out of two").
 
+The teacher is a masked LM (the student is then distilled), or a bare encoder such as a sentence-transformers
+model (the student is then fine-tuned, with distillation during fine-tuning if wanted).
+
 Same width, half the layers by default ([0, 2, 4, 7, 9, 11] for 12, the released model's choice), word and
 position embeddings, their LayerNorm, the chosen layers and the masked-LM head copied; token-type
 embeddings and the pooler dropped.
@@ -27,17 +30,20 @@ def init_student(teacher: str | os.PathLike, out: str | os.PathLike, layers: lis
     from ..model import build
     from ..tokenizer import Tokenizer
 
+    from ..model import task_of
+
     net, config, folder = load(teacher)
-    if not hasattr(net, "vocab_transform"):
-        raise UserError(f"teacher {folder} has no masked-LM head ({', '.join(config.architectures or ['bare encoder'])}); "
-                        "a teacher must be a ...ForMaskedLM checkpoint")
+    task = task_of(net)
+    if task not in ("fill-mask", "feature-extraction"):
+        raise UserError(f"teacher {folder} has no masked-LM head ({', '.join(config.architectures or [task])}); "
+                        "a teacher must be a ...ForMaskedLM checkpoint (or a bare encoder, for a student to fine-tune)")
     layers = default_layers(config.n_layers) if layers is None else list(layers)
     if not layers or any(not 0 <= i < config.n_layers for i in layers) or len(set(layers)) != len(layers):
         raise UserError(f"layers {layers} must be distinct indices of the teacher's {config.n_layers} layers")
     student_config = config.replace(family="distilbert", n_layers=len(layers), type_vocab_size=0, architectures=None,
                                     classifier_dropout=0.2 if config.classifier_dropout is None else config.classifier_dropout,
                                     extra={k: v for k, v in config.extra.items() if k in ("transformers_version",)})
-    student = build(student_config, "fill-mask")
+    student = build(student_config, task)  # a bare encoder's student is one too: fine-tune it (no pooler: DistilBERT's)
     t_state = net.state_dict()
     with torch.no_grad():
         for name, param in student.state_dict().items():
@@ -47,7 +53,7 @@ def init_student(teacher: str | os.PathLike, out: str | os.PathLike, layers: lis
                 source = name.replace(f"layer.{i}.", f"layer.{layers[i]}.", 1)
             param.copy_(t_state[source])
     out = Path(out)
-    save(student, out, "fill-mask", Tokenizer.from_pretrained(folder))
+    save(student, out, task, Tokenizer.from_pretrained(folder))
     return student, layers
 
 
