@@ -249,7 +249,8 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, overwrite: bool = Fal
             elapsed = time.perf_counter() - started
             log.step({"step": step, "epoch": epoch, "lr": lr, "grad_norm": grad_norm,
                       "tokens_per_second": tokens / elapsed if elapsed else 0.0,
-                      **{f"loss_{k}" if k != "loss" else k: v for k, v in totals.items()}})
+                      **{f"loss_{k}" if k != "loss" else k: v for k, v in totals.items()
+                         if k != "task" or teacher is not None}})  # without a teacher the task loss is the loss
             totals, tokens, started = {}, 0, time.perf_counter()
             evaluate_now = (step in epoch_end or step == total_steps if recipe.eval_steps is None
                             else step % recipe.eval_steps == 0 or step == total_steps)
