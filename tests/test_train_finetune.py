@@ -1,6 +1,7 @@
 """Fine-tuning: every task trains from a checkpoint without its head, the result is a transformers model with
 the same outputs that our pipelines and exporter take, a killed run resumes bit for bit, bad input is one line."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -115,6 +116,10 @@ def test_token_classification_on_conll(tmp_path, setup):
     config = json.loads((out / "config.json").read_text())
     assert config["id2label"]["0"] == "O" and len(config["id2label"]) == 9
     same_outputs(out, "BertForTokenClassification", "token-classification", ["EU rejects German call", "Peter ."])
+    if importlib.util.find_spec("distilbert.pipelines.token_classification"):  # the pipeline runs it
+        from distilbert import pipeline
+
+        assert isinstance(pipeline("token-classification", model=out, backend="torch")("EU rejects German call"), list)
 
 
 def test_question_answering_on_squad(tmp_path, setup):
@@ -126,6 +131,11 @@ def test_question_answering_on_squad(tmp_path, setup):
     assert set(result["best"]) >= {"exact_match", "f1"} and 0 <= result["best"]["f1"] <= 100
     same_outputs(out, "DistilBertForQuestionAnswering", "question-answering", ["who won?", "when"],
                  ["Denver won the game.", "In 2016 ."], keys=("start_logits", "end_logits"))
+    if importlib.util.find_spec("distilbert.pipelines.question_answering"):
+        from distilbert import pipeline
+
+        answer = pipeline("question-answering", model=out, backend="torch")(question="who won?", context="Denver won.")
+        assert set(answer) == {"score", "start", "end", "answer"}
 
 
 def test_distillation_during_fine_tuning_and_a_teacher_that_does_not_fit(tmp_path, setup):

@@ -165,7 +165,7 @@ def _load_student(model: str, data: TokenShards):
     try:
         net, config, folder = load(model, task="fill-mask")
     except UserError as e:
-        if "missing keys: vocab" in str(e):
+        if _lacks_mlm_head(e):
             raise UserError(f"{model} has no masked-LM head; train a ...ForMaskedLM checkpoint (see init-student)") from None
         raise
     tokenizer = Tokenizer.from_pretrained(data.folder / "tokenizer")
@@ -182,7 +182,7 @@ def _load_teacher(recipe: Recipe, student_config):
     try:
         teacher, config, _ = load(recipe.teacher, task="fill-mask")
     except UserError as e:
-        if "missing keys: vocab" in str(e):
+        if _lacks_mlm_head(e):
             raise UserError(f"teacher {recipe.teacher} has no masked-LM head; a teacher must be a ...ForMaskedLM checkpoint") from None
         raise
     if config.vocab_size != student_config.vocab_size:
@@ -198,3 +198,8 @@ def _save_final(student, out: Path, tokenizer) -> None:
     from ..checkpoint import save
 
     save(student.eval(), out, "fill-mask", tokenizer)
+
+
+def _lacks_mlm_head(error: UserError) -> bool:
+    """load()'s error for a checkpoint without a masked-LM head (saved with another head, or none)."""
+    return "missing keys: vocab" in str(error) or "not a fill-mask head" in str(error)
