@@ -157,3 +157,9 @@ def test_bad_input(tmp_path, sst2_slice):
     bad.write_text("text,label\ngood,positive\nbad,awful\n")
     assert_user_error(cli("evaluate", folder, "--data", bad, ok=False), "'awful' is not one of the model's labels")
     assert_user_error(cli("evaluate", folder, "--data", bad, "--task", "question-answering", ok=False), "SQuAD")
+
+
+def test_scoring_imports_no_torch():
+    code = ("import sys, distilbert.evaluate, distilbert.metrics, distilbert.data.glue, distilbert.data.squad, "
+            "distilbert.data.ner, distilbert.data.tables; print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV).stdout.strip() == "False"
