@@ -12,6 +12,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from . import tasks
 from .config import Config
 from .errors import UserError
@@ -27,26 +29,30 @@ if TYPE_CHECKING:
 # --- reading weights ----------------------------------------------------------------------------------
 
 
-def read_state_dict(folder: Path, dtype: Any = None) -> dict[str, torch.Tensor]:
+def read_state_dict(folder: Path, dtype: Any = None, framework: str = "pt") -> dict[str, Any]:
     """All tensors of a checkpoint folder: safetensors (single or sharded) or .bin without running pickled code.
 
     `dtype` casts floating-point tensors as they are read, one at a time, so a bf16 model never holds the
-    whole fp32 checkpoint beside its bf16 copy.
+    whole fp32 checkpoint beside its bf16 copy. framework "np" gives numpy arrays and needs torch only
+    for .bin files (the Keras loader reads through here).
     """
-    import torch
-
     if (folder / "model.safetensors").is_file():
-        return _read_safetensors(folder / "model.safetensors", dtype)
+        return _read_safetensors(folder / "model.safetensors", dtype, framework)
     if (folder / "model.safetensors.index.json").is_file():
-        state: dict[str, torch.Tensor] = {}
+        state: dict[str, Any] = {}
         for shard in _shards(folder / "model.safetensors.index.json"):
-            state.update(_read_safetensors(folder / shard, dtype))
+            state.update(_read_safetensors(folder / shard, dtype, framework))
         return state
     bins = [folder / "pytorch_model.bin"] if (folder / "pytorch_model.bin").is_file() else None
     if bins is None and (folder / "pytorch_model.bin.index.json").is_file():
         bins = [folder / shard for shard in _shards(folder / "pytorch_model.bin.index.json")]
     if bins is None:
         raise UserError(f"no weights in {folder}: expected model.safetensors or pytorch_model.bin (is the download complete?)")
+    try:
+        import torch
+    except ImportError:
+        raise UserError(f"{folder} has PyTorch .bin weights only, which need PyTorch to read: install the torch extra "
+                        "(pip install 'distilbert[torch]'), or save the model as model.safetensors") from None
     state = {}
     for path in bins:
         try:
@@ -56,24 +62,46 @@ def read_state_dict(folder: Path, dtype: Any = None) -> dict[str, torch.Tensor]:
             raise UserError(f"weight shard {path} is missing; download the model again") from None
         except Exception as e:
             raise UserError(f"{path} is not a readable PyTorch weights file ({type(e).__name__}); download it again") from None
+        if framework == "np":
+            shard = {k: (v.float() if v.dtype == torch.bfloat16 else v).numpy() for k, v in shard.items()}
         state.update((k, _cast(v, dtype)) for k, v in shard.items())
     return state
 
 
 def _cast(tensor, dtype):
-    return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+    if dtype is None:
+        return tensor
+    if isinstance(tensor, np.ndarray):
+        return tensor.astype(dtype, copy=False) if np.issubdtype(tensor.dtype, np.floating) else tensor
+    return tensor.to(dtype) if tensor.is_floating_point() else tensor
 
 
-def _read_safetensors(path: Path, dtype: Any = None) -> dict[str, torch.Tensor]:
+def _read_safetensors(path: Path, dtype: Any = None, framework: str = "pt") -> dict[str, Any]:
     from safetensors import SafetensorError, safe_open
 
     try:
-        with safe_open(path, framework="pt") as f:
-            return {k: _cast(f.get_tensor(k), dtype) for k in f.keys()}
+        widened = _bf16_as_float32(path) if framework == "np" else {}
+        with safe_open(path, framework=framework) as f:
+            return {k: _cast(widened[k] if k in widened else f.get_tensor(k), dtype) for k in f.keys()}
     except FileNotFoundError:
         raise UserError(f"weight shard {path} is missing; download the model again") from None
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"{path} is corrupted or truncated ({e}); download or save the model again") from None
+
+
+def _bf16_as_float32(path: Path) -> dict[str, np.ndarray]:
+    """The file's bfloat16 tensors widened to float32 (numpy has no bfloat16, so safetensors cannot give them)."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        out = {}
+        for key, entry in header.items():
+            if key != "__metadata__" and entry["dtype"] == "BF16":
+                start, end = entry["data_offsets"]
+                f.seek(8 + n + start)
+                raw = np.frombuffer(f.read(end - start), dtype="<u2")
+                out[key] = (raw.astype(np.uint32) << 16).view(np.float32).reshape(entry["shape"])  # the upper 16 bits
+    return out
 
 
 def _shards(index: Path) -> list[str]:
@@ -114,32 +142,8 @@ def load(
     with_pooler = task == "feature-extraction" and "encoder.pooler.dense.weight" in state
     with torch.device("meta"):  # a skeleton: no time spent initialising weights we are about to replace
         net = build(config, task, with_pooler, init=False)
-    expected = {k: v for k, v in net.state_dict().items() if k != "vocab_projector.weight"}
-    missing = sorted(set(expected) - set(state))
-    if allow_new_head:
-        fresh = [k for k in missing if HEAD_KEYS.match(k)]
-        missing = [k for k in missing if not HEAD_KEYS.match(k)]
-    else:
-        fresh = []
-    unexpected = sorted(
-        origin[k] for k in set(state) - set(expected) if not IGNORED_KEYS.match(k) and not HEAD_KEYS.match(k)
-    )
-    misshaped = sorted(
-        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-        for k in set(state) & set(expected)
-        if tuple(state[k].shape) != tuple(expected[k].shape)
-    )
-    if missing and not allow_new_head and task != natural and all(HEAD_KEYS.match(k) for k in missing):
-        raise tasks.head_mismatch(natural, task)
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {', '.join(unexpected)}")
-    if misshaped:
-        problems.append(f"mis-shaped keys (checkpoint vs config.json): {', '.join(misshaped)}")
-    if problems:
-        raise UserError(f"{folder} does not match its config.json for {task}: " + "; ".join(problems))
+    expected = {k: tuple(v.shape) for k, v in net.state_dict().items() if k != "vocab_projector.weight"}
+    fresh = check_keys(state, expected, origin, folder, task, natural, allow_new_head)
     loaded = {k: state[k] for k in expected if k in state}
     if fresh:
         net = build(config, task, with_pooler)  # the new head starts from BERT's initialisation
@@ -152,6 +156,43 @@ def load(
         net.vocab_projector.weight = net.encoder.embeddings.word_embeddings.weight  # re-tie after assign
     net = net.to(dtype or torch.float32).eval()
     return net, config, folder
+
+
+def check_keys(state: dict[str, Any], expected: dict[str, tuple[int, ...]], origin: dict[str, str], folder: Path,
+               task: str, natural: str, allow_new_head: bool = False) -> list[str]:
+    """Every key of the checkpoint in `folder` accounted for, for a model of `task`: one error naming each
+    missing, unexpected and mis-shaped key, or naming the head it has (`natural`) where only `task`'s is missing.
+
+    state: our names -> tensors (anything with .shape); expected: the model's names -> shapes; origin: our
+    names -> the checkpoint's, for the message. Returns the head keys the model lacks weights for, which
+    `allow_new_head` lets start fresh. No torch here: the Keras loader checks its keys through this too.
+    """
+    missing = sorted(set(expected) - set(state))
+    if allow_new_head:
+        fresh = [k for k in missing if HEAD_KEYS.match(k)]
+        missing = [k for k in missing if not HEAD_KEYS.match(k)]
+    else:
+        fresh = []
+    unexpected = sorted(
+        origin[k] for k in set(state) - set(expected) if not IGNORED_KEYS.match(k) and not HEAD_KEYS.match(k)
+    )
+    misshaped = sorted(
+        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k])}"
+        for k in set(state) & set(expected)
+        if tuple(state[k].shape) != tuple(expected[k])
+    )
+    if missing and not allow_new_head and task != natural and all(HEAD_KEYS.match(k) for k in missing):
+        raise tasks.head_mismatch(natural, task)
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {', '.join(unexpected)}")
+    if misshaped:
+        problems.append(f"mis-shaped keys (checkpoint vs config.json): {', '.join(misshaped)}")
+    if problems:
+        raise UserError(f"{folder} does not match its config.json for {task}: " + "; ".join(problems))
+    return fresh
 
 
 def save(net: _WithEncoder, folder: str | os.PathLike, task: str, tokenizer: Any = None) -> Path:

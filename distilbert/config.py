@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import UserError
 
 ACTIVATIONS = ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "silu", "swish", "tanh")
@@ -203,3 +205,17 @@ class Config:
         pooler = d * d + d if with_pooler else 0
         return embeddings + self.n_layers * block + pooler
 
+
+
+def sinusoidal_positions(n_pos: int, dim: int) -> np.ndarray:
+    """Vaswani et al. (2017) section 3.5, laid out as modeling_distilbert.create_sinusoidal_embeddings.
+
+    (n_pos, dim) float32, computed in float64. Here, beside the sizes, because the PyTorch and the Keras
+    model both build their position table from it.
+    """
+    j = np.arange(dim)
+    angles = np.arange(n_pos)[:, None] / np.power(10000, 2 * (j // 2) / dim)[None, :]  # (n_pos, dim), float64
+    out = np.empty((n_pos, dim), dtype=np.float32)
+    out[:, 0::2] = np.sin(angles[:, 0::2])
+    out[:, 1::2] = np.cos(angles[:, 1::2])
+    return out

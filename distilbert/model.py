@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import Config
+from .config import sinusoidal_positions as position_table
 
 ACTIVATION_FUNCTIONS = {
     "gelu": F.gelu,  # exact erf GELU, as BERT's "gelu"
@@ -32,13 +32,8 @@ ACTIVATION_FUNCTIONS = {
 
 
 def sinusoidal_positions(n_pos: int, dim: int) -> torch.Tensor:
-    """Vaswani et al. (2017) section 3.5, laid out as modeling_distilbert.create_sinusoidal_embeddings."""
-    j = np.arange(dim)
-    angles = np.arange(n_pos)[:, None] / np.power(10000, 2 * (j // 2) / dim)[None, :]  # (n_pos, dim), float64
-    out = torch.empty(n_pos, dim)
-    out[:, 0::2] = torch.FloatTensor(np.sin(angles[:, 0::2]))
-    out[:, 1::2] = torch.FloatTensor(np.cos(angles[:, 1::2]))
-    return out
+    """Vaswani et al. (2017) section 3.5, as modeling_distilbert lays it out (config.py computes it)."""
+    return torch.from_numpy(position_table(n_pos, dim))
 
 
 class Embeddings(nn.Module):
