@@ -245,8 +245,13 @@ def info(model: str) -> None:
 
 
 def export(model: str, out_dir: str, task: str | None = None, opset: int = DEFAULT_OPSET, optimize: bool = False,
-           quantize: str | None = None, drift_text: str | None = None, with_attentions: bool = False) -> None:
-    """Export MODEL to OUT_DIR/model.onnx (+ config and tokenizer), validated against PyTorch."""
+           quantize: str | None = None, drift_text: str | None = None, with_attentions: bool = False,
+           format: str = "onnx") -> None:
+    """Export MODEL to OUT_DIR/model.onnx (+ config and tokenizer), validated against PyTorch; or with
+    --format savedmodel as a TensorFlow SavedModel, validated against the Keras model."""
+    if format == "savedmodel":
+        _export_savedmodel(model, out_dir, task, opset, optimize, quantize, drift_text, with_attentions)
+        return
     try:
         from .onnx.export import export as run_export, write_report
     except ImportError as e:
@@ -256,6 +261,24 @@ def export(model: str, out_dir: str, task: str | None = None, opset: int = DEFAU
                         drift_texts=texts, log=lambda line: print(line, file=sys.stderr), with_attentions=with_attentions)
     path = write_report(Path(out_dir), "export_report.json", report)
     print(f"exported {report['task']} to {Path(out_dir) / 'model.onnx'} (report: {path})")
+
+
+def _export_savedmodel(model, out_dir, task, opset, optimize, quantize, drift_text, with_attentions) -> None:
+    onnx_only = [flag for flag, given in (("--opset", opset != DEFAULT_OPSET), ("--optimize", optimize),
+                                          ("--quantize", quantize), ("--drift-text", drift_text),
+                                          ("--with-attentions", with_attentions)) if given]
+    if onnx_only:
+        raise UserError(f"{' and '.join(onnx_only)} {'is' if len(onnx_only) == 1 else 'are'} for ONNX exports only; "
+                        "leave it out with --format savedmodel")
+    try:
+        from .keras import export_savedmodel
+    except ImportError as e:
+        raise UserError(f"--format savedmodel needs the tf extra: {e}") from None
+    from .onnx.files import write_report
+
+    report = export_savedmodel(model, out_dir, task, log=lambda line: print(line, file=sys.stderr))
+    path = write_report(Path(out_dir), "export_report.json", report)
+    print(f"exported {report['task']} to {out_dir} as a TensorFlow SavedModel (report: {path})")
 
 
 def serve(model: str, task: str | None = None, host: str = "127.0.0.1", port: int = 8080, backend: str | None = None,
@@ -635,12 +658,15 @@ def _positive(value: str) -> int:
     return n
 
 
+EXPORT_FORMATS = ("onnx", "savedmodel")
+
 OPTIONS: dict[str, Option] = {o.flags[0]: o for o in (
     # what to run, and on what
     option("model", help="model folder or hub id"),
     option("--model", "-m", help="model folder or hub id"),
     option("--backend", choices=BACKENDS,
-           help="runtime (default: onnx for an exported folder or a cached export, else torch)"),
+           help="runtime; keras runs on TensorFlow, the tf extra (default: onnx for an exported folder or a cached "
+                "export, else torch)"),
     option("--precision", choices=PRECISIONS,
            help="fp32 exact; int8 runs model_quantized.onnx; bf16 holds torch weights in bfloat16"),
     option("--threads", type=_positive, help="compute threads (default: the cores this process may use)"),
@@ -670,6 +696,7 @@ OPTIONS: dict[str, Option] = {o.flags[0]: o for o in (
     option("--optimize", help="ONNX Runtime's transformer fusions"),
     option("--quantize", choices=QUANTIZATIONS, help="also write model_quantized.onnx (dynamic int8)"),
     option("--drift-text", help="text file (one text a line; the first 512 are used) to measure int8 drift on"),
+    option("--format", choices=EXPORT_FORMATS, help="onnx, or savedmodel: a TensorFlow SavedModel through Keras (the tf extra)"),
     # training
     option("text_files", nargs="+", metavar="TEXT_FILE"),
     option("--unit", choices=UNITS, help="a document is a line, or lines up to a blank one"),
@@ -816,7 +843,7 @@ COMMANDS: dict[str, tuple[Callable, list[str | Option]]] = {
     "info": (info, ["model"]),
     "export": (export, ["model", "out_dir", "--task", "--opset", "--optimize", "--quantize", "--drift-text",
                         option("--with-attentions", help="add the output `attentions` (batch, layers, heads, T, T), "
-                                                         "for `distilbert attention` without PyTorch")]),
+                                                         "for `distilbert attention` without PyTorch"), "--format"]),
     "serve": (serve, [
         option("model", help="model folder or hub id (an ONNX export runs without PyTorch)"), "--task",
         option("--host", help="address to listen on"), option("--port", type=_positive), "--backend", "--precision",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,12 @@ try:
     from keras import layers, ops
 except ImportError as e:  # pragma: no cover - the tf extra is not installed
     raise ImportError(f"distilbert.keras needs Keras 3 and TensorFlow ({e.name} is missing): "
-                      "pip install 'distilbert[tf]'") from e
+                      "pip install 'distilbert[tf]'", name=e.name) from e
 
 from . import tasks
 from .checkpoint import check_keys, infer_task, read_state_dict
 from .config import Config, sinusoidal_positions
+from .errors import UserError
 from .hub import resolve
 from .keymaps import to_our_keys
 
@@ -423,3 +424,42 @@ def save_savedmodel(net: _WithEncoder, directory: str | os.PathLike) -> Path:
     archive.add_endpoint("serve", serve, [tf.TensorSpec((None, None), tf.int64, name=name) for name in names])
     archive.write_out(str(directory), verbose=False)
     return Path(directory)
+
+
+def export_savedmodel(model: str | os.PathLike, out_dir: str | os.PathLike, task: str | None = None,
+                      log: Callable[[str], None] = print) -> dict:
+    """`model` (folder or hub id) as a SavedModel in `out_dir`, beside its config.json and tokenizer files.
+
+    The SavedModel is then loaded back with tf.saved_model.load and its signature run against the Keras
+    model on padded batches of three shapes; above 1e-4, or on a NaN, it is an error. Returns the worst
+    absolute difference per output.
+    """
+    import tensorflow as tf
+
+    from .onnx.export import FP32_TOLERANCE, validation_batch, writable_folder
+    from .tokenizer import Tokenizer
+
+    out = writable_folder(Path(out_dir))
+    net, config, folder = load(model, task)
+    task = task_of(net)
+    tokenizer = Tokenizer.from_pretrained(folder, config=config)
+    log(f"saving {folder} ({config.family}, {task}) as a TensorFlow SavedModel in {out}")
+    save_savedmodel(net, out)
+    config.replace(architectures=[tasks.architecture(config.family, task)]).save(out / "config.json")
+    tokenizer.save(out)
+    serve = tf.saved_model.load(str(out)).signatures["serving_default"]
+    worst: dict[str, float] = {}
+    for batch, length in ((1, 8), (2, 1), (7, min(40, config.max_position_embeddings))):
+        arrays = validation_batch(batch, length, config, tokenizer, seed=batch)
+        got = serve(**{name: tf.constant(arrays[name]) for name in input_names(config)})
+        expected = net(arrays, training=False)
+        for name in tasks.TASKS[task].outputs:
+            a, b = got[name].numpy(), np.asarray(expected[name])
+            diff = float(np.abs(a - b).max()) if not np.isnan(a).any() else float("nan")
+            worst[name] = max(worst.get(name, 0.0), diff) if not np.isnan(diff) else diff
+    bad = {name: diff for name, diff in worst.items() if not diff <= FP32_TOLERANCE}
+    if bad:
+        raise UserError(f"the SavedModel in {out} differs from the Keras model by {bad} (more than {FP32_TOLERANCE}); "
+                        "report this with the model's config.json")
+    log("SavedModel validated: worst absolute difference " + ", ".join(f"{k} {v:.1e}" for k, v in worst.items()))
+    return {"task": task, "format": "savedmodel", "inputs": input_names(config), "validation": {"worst": worst}}

@@ -218,7 +218,8 @@ class Tokenizer:
 
         truncation: False, True (= "longest_first"), "longest_first", "only_first" or "only_second".
         padding: False, True/"longest" (to the longest in the batch) or "max_length".
-        return_tensors="np" gives int64 arrays of shape (batch, length) and needs padding for ragged batches.
+        return_tensors="np" gives int64 arrays of shape (batch, length) and needs padding for ragged batches;
+        "tf" gives them as tf.Tensor (TensorFlow is imported then, and only then).
         One text in, one row out (lists, not nested), as in transformers.
         return_offsets adds `offset_mapping` (character spans), `word_ids` and `sequence_ids` (None for
         special tokens, else 0 or 1) per row.
@@ -275,13 +276,15 @@ class Tokenizer:
             out["sequence_ids"] = [e.sequence_ids for e in encodings]
         if return_overflowing_tokens:
             out["overflow_to_sample_mapping"] = sample
-        if return_tensors == "np":
+        if return_tensors in ("np", "tf"):
             if len({len(ids) for ids in out["input_ids"]}) > 1:
                 raise UserError("tokenizer: texts of different lengths need padding=True for arrays")
             # arrays keep the batch dimension even for one text, as transformers' return_tensors does
             out = {k: np.asarray(v, dtype=np.int64) for k, v in out.items() if k not in ("word_ids", "sequence_ids")}
+            if return_tensors == "tf":
+                out = _to_tensorflow(out)
         elif return_tensors is not None:
-            raise UserError(f"tokenizer: return_tensors must be 'np' or None, got {return_tensors!r}")
+            raise UserError(f"tokenizer: return_tensors must be 'np', 'tf' or None, got {return_tensors!r}")
         elif single and not return_overflowing_tokens:
             out = {k: v[0] for k, v in out.items()}
         return out
@@ -289,6 +292,14 @@ class Tokenizer:
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         with self._lock:
             return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+
+def _to_tensorflow(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise UserError("tokenizer: return_tensors='tf' needs TensorFlow: pip install 'distilbert[tf]'") from None
+    return {k: tf.constant(v) for k, v in arrays.items()}
 
 
 def read_vocab(path: str | Path) -> dict[str, int]:

@@ -20,8 +20,8 @@ import numpy as np
 from ..config import Config
 from ..errors import UserError
 
-BACKENDS = ("torch", "onnx")
-PRECISIONS = ("fp32", "int8", "bf16")  # int8: onnx only; bf16: torch only
+BACKENDS = ("torch", "onnx", "keras")
+PRECISIONS = ("fp32", "int8", "bf16")  # int8: onnx only; bf16: torch only; keras: fp32 only
 
 
 class Backend(Protocol):
@@ -50,6 +50,8 @@ def load_backend(model: str | Path, task: str | None = None, backend: str | None
     from .. import hub
     from .export_cache import cached_export
 
+    if backend == "keras":  # only when asked for: TensorFlow is an optional extra and slow to import
+        return _keras(model, task, options)
     precision = options.get("precision", "fp32")
     torch_installed = importlib.util.find_spec("torch") is not None
     if backend is None and torch_installed and precision != "int8":
@@ -77,6 +79,12 @@ def _onnx(folder, task, options):
     from .onnx import OnnxBackend
 
     return OnnxBackend.load(folder, task, **options)
+
+
+def _keras(model, task, options):
+    from .keras import KerasBackend
+
+    return KerasBackend.load(model, task, **options)
 
 
 def _torch(model, task, options):

@@ -52,7 +52,7 @@ def export(
     task = tasks.get(task).name if task is not None else None
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise UserError(f"unknown quantization {quantize!r}; expected one of {', '.join(QUANTIZATIONS)}")
-    out = _writable_folder(Path(out_dir))
+    out = writable_folder(Path(out_dir))
     net, config, folder = load(model, task)
     task = task or task_of(net)
     tokenizer = Tokenizer.from_pretrained(folder)
@@ -84,7 +84,7 @@ def export(
     return report
 
 
-def _writable_folder(out: Path) -> Path:
+def writable_folder(out: Path) -> Path:
     if out.exists() and not out.is_dir():
         raise UserError(f"output {out} is a file; give a folder to export into")
     try:
