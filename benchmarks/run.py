@@ -115,12 +115,12 @@ def _texts(n_texts: int) -> None:
     (CACHE / "corpus.txt").write_text("\n".join(corpus) + "\n", encoding="utf-8")
 
 
-def worker(peer: str, workload: str) -> tuple[dict, float, int]:
+def worker(peer: str, workload: str, cache: Path = CACHE) -> tuple[dict, float, int]:
     """Run one worker; returns its JSON, its wall time and its peak memory (bytes)."""
-    python = PEERS[peer][0]
+    python = PEERS[peer][0] if peer in PEERS else OURS
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     start = time.perf_counter()
-    p = subprocess.Popen([str(python), str(WORKER), peer, workload, str(CACHE)], stdout=subprocess.PIPE,
+    p = subprocess.Popen([str(python), str(WORKER), peer, workload, str(cache)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, env=env, text=True)
     _, status, usage = os.wait4(p.pid, 0)
     wall = time.perf_counter() - start

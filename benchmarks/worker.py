@@ -1,7 +1,8 @@
 """One peer, one workload, in a process of its own: prints one JSON line.
 
 usage: worker.py PEER WORKLOAD CACHE_DIR
-  PEER: ours-onnx-fp32 | ours-torch-fp32 | ours-onnx-int8 | ours-torch-bf16 | transformers | optimum | st-torch | st-onnx
+  PEER: ours-onnx-fp32 | ours-torch-fp32 | ours-onnx-int8 | ours-torch-bf16 | ours-keras-fp32 | ours-keras-xla |
+        transformers | optimum | st-torch | st-onnx
   WORKLOAD: latency (W1) | throughput (W2) | cold (W3/W4: from nothing to the first fill-mask result)
 Peers import only what they use, so a cold start measures the peer's own imports.
 """
@@ -17,13 +18,26 @@ CARD = "Hello I'm a [MASK] model."
 BATCH = 32  # the batch size each peer's documentation shows for CPU feature extraction
 
 
+def ours(task: str, peer: str, cache: Path, **kwargs):
+    """Our pipeline; ours-keras-xla is the keras backend compiled by XLA (a backend option, not a pipeline one)."""
+    import distilbert
+
+    _, backend, precision = peer.split("-")
+    if precision == "xla":
+        from distilbert.backends.keras import KerasBackend
+        from distilbert.tasks import TASKS
+        from distilbert.tokenizer import Tokenizer
+
+        engine = KerasBackend.load(cache / "hf", task, jit_compile=True)
+        tokenizer = Tokenizer.from_pretrained(engine.folder, config=engine.config)
+        return TASKS[task].pipeline_class()(engine, tokenizer, **kwargs)
+    model = cache / (("ours-fill-mask" if task == "fill-mask" else "ours-features") if backend == "onnx" else "hf")
+    return distilbert.pipeline(task, model=model, backend=backend, precision=precision, **kwargs)
+
+
 def fill_mask(peer: str, cache: Path):
     if peer.startswith("ours-"):
-        import distilbert
-
-        _, backend, precision = peer.split("-")
-        model = cache / ("ours-fill-mask" if backend == "onnx" else "hf")
-        return distilbert.pipeline("fill-mask", model=model, backend=backend, precision=precision)
+        return ours("fill-mask", peer, cache)
     if peer == "transformers":
         from transformers import pipeline
 
@@ -40,11 +54,7 @@ def embedder(peer: str, cache: Path):
     import numpy as np
 
     if peer.startswith("ours-"):
-        import distilbert
-
-        _, backend, precision = peer.split("-")
-        model = cache / ("ours-features" if backend == "onnx" else "hf")
-        p = distilbert.pipeline("feature-extraction", model=model, backend=backend, precision=precision, batch_size=BATCH)
+        p = ours("feature-extraction", peer, cache, batch_size=BATCH)
         return lambda texts: p(texts, pooling="mean")
     if peer in ("transformers", "optimum"):
         if peer == "transformers":
