@@ -21,8 +21,9 @@ def pipeline(
 ) -> Pipeline:
     """A ready pipeline for `task` (or an alias: "sentiment-analysis", "ner") on `model`, a folder or hub id.
 
-    backend: "torch", "onnx" or "keras" (Keras 3 on TensorFlow, the tf extra; only when named). By default ONNX Runtime for an exported folder, or where a cached export of
-    the checkpoint exists (see backends.export_cache), else PyTorch. backend="onnx" on a PyTorch checkpoint
+    backend: "torch", "onnx" or "keras" (Keras 3 on TensorFlow, the tf extra; only when named). By default
+    ONNX Runtime for an exported folder, or where a cached export of the checkpoint exists (see
+    backends.export_cache), else PyTorch. backend="onnx" on a PyTorch checkpoint
     exports it once, validated, into that cache.
     precision: "fp32" (exact, the default), "int8" (onnx: model_quantized.onnx) or "bf16" (torch, bfloat16 weights).
     options go to the pipeline (feature-extraction: pooling, normalize; token-classification:
