@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # read once, when keras is first imported
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO lines (oneDNN, CPU flags) at every start
 
 try:
     import keras
