@@ -356,16 +356,21 @@ def pretrain(model: str, data: str, out: str, resume: bool = False, recipe: str 
     _train(resume, recipe, student=model, data=data, out=out, teacher=None, **settings)
 
 
-def evaluate_mlm(model: str, text: list[str], max_length: int = 128, seed: int = 0, json_output: bool = False) -> None:
-    """Masked-LM accuracy and perplexity of MODEL on held-out text."""
-    from .train.evaluate import evaluate_mlm as run, read_texts
+def evaluate_mlm(model: str, text: list[str], max_length: int = 128, seed: int = 0, data: str | None = None,
+                 json_output: bool = False) -> None:
+    """Masked-LM accuracy and perplexity of MODEL on held-out text (beside a unigram model of --data)."""
+    from .train.evaluate import evaluate_mlm as run, read_counts, read_texts
 
-    result = run(model, read_texts(text), max_length=max_length, seed=seed)
+    counts = read_counts(data) if data is not None else None
+    result = run(model, read_texts(text), max_length=max_length, seed=seed, counts=counts)
     if json_output:
         print(json.dumps(result))
         return
     print(f"{result['model']}: accuracy {result['accuracy']:.4f}, perplexity {result['perplexity']:.2f} "
           f"on {result['masked_tokens']:,} masked tokens of {result['texts']:,} texts ({result['tokens_per_second']:,.0f} tokens/s)")
+    if counts is not None:
+        print(f"unigram model of {data}: accuracy {result['unigram_accuracy']:.4f}, "
+              f"perplexity {result['unigram_perplexity']:.2f} on the same tokens")
 
 
 def finetune(resume: bool = False, overwrite: bool = False, recipe: str | None = None, **settings) -> None:
@@ -863,7 +868,8 @@ COMMANDS: dict[str, tuple[Callable, list[str | Option]]] = {
         "--layers", help="teacher layers to copy, e.g. 0,2,4,7,9,11 (default: every other, first and last kept)")]),
     "distill": (distill, ["--teacher", "--student", "--data", "--out", "--resume", "--recipe", *recipe_options()]),
     "pretrain": (pretrain, ["--model", "--data", "--out", "--resume", "--recipe", *recipe_options()]),
-    "evaluate-mlm": (evaluate_mlm, ["model", "--text", "--max-length", "--seed", "--json"]),
+    "evaluate-mlm": (evaluate_mlm, ["model", "--text", "--max-length", "--seed", option(
+        "--data", help="the training data folder (prepare-data): also score a unigram model of it"), "--json"]),
     "plot-run": (plot_run, ["run", option("--output", help="PNG to write (default RUN/losses.png)")]),
     "bias": (bias, [option("model", help="a masked LM: model folder, exported folder or hub id"),
                     option("--probes", choices=("card", "crows-pairs", "all"),

@@ -59,6 +59,7 @@ FIELD_NAMES: dict[str, dict[str, str]] = {
 
 # Hugging Face's DistilBERT hard-codes eps 1e-12 (modeling_distilbert.py) and has no config field for it.
 DISTILBERT_LAYER_NORM_EPS = 1e-12
+DISTILBERT_CLASSIFIER_DROPOUT = 0.2
 
 
 @dataclass
@@ -76,7 +77,7 @@ class Config:
     layer_norm_eps: float = DISTILBERT_LAYER_NORM_EPS
     dropout: float = 0.1
     attention_dropout: float = 0.1
-    classifier_dropout: float | None = None  # DistilBERT: seq_classif_dropout (0.2); BERT: None = dropout
+    classifier_dropout: float | None = None  # DistilBERT: seq_classif_dropout, 0.2 when not given; BERT: None = dropout
     qa_dropout: float = 0.1
     initializer_range: float = 0.02
     pad_token_id: int = 0
@@ -85,6 +86,9 @@ class Config:
     extra: dict[str, Any] = field(default_factory=dict)  # unknown config.json fields, kept for the round trip
 
     def __post_init__(self) -> None:
+        if self.family == "distilbert" and self.classifier_dropout is None:
+            # transformers' DistilBertConfig default: its classifier reads seq_classif_dropout and cannot take null
+            self.classifier_dropout = DISTILBERT_CLASSIFIER_DROPOUT
         self.validate()
 
     @property

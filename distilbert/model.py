@@ -221,7 +221,7 @@ class SequenceClassifier(_WithEncoder):
         super().__init__(config, with_pooler=config.family == "bert")
         if config.family == "distilbert":
             self.pre_classifier = nn.Linear(config.dim, config.dim)
-            p = config.classifier_dropout if config.classifier_dropout is not None else 0.2
+            p = config.classifier_dropout  # Config gives DistilBERT its 0.2 when the file has none
         else:
             p = config.classifier_dropout if config.classifier_dropout is not None else config.dropout
         self.dropout = nn.Dropout(p)

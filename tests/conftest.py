@@ -1,70 +1,23 @@
-"""Shared fixtures: tiny random checkpoints saved by transformers, and the real data in ../shared/data."""
+"""Shared fixtures: tiny random checkpoints saved by transformers, and the real data in ../shared/data.
+
+Plain helpers live in tests/helpers/; test modules import them from there, never from each other.
+"""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("DISTILBERT_DATA", ROOT.parent / "shared" / "data"))
-VOCAB = DATA / "vocab" / "bert-base-uncased-vocab.txt"
-
-ARCHS = ("Model", "ForMaskedLM", "ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering")
-TASK_OF_ARCH = {
-    "Model": "feature-extraction",
-    "ForMaskedLM": "fill-mask",
-    "ForSequenceClassification": "text-classification",
-    "ForTokenClassification": "token-classification",
-    "ForQuestionAnswering": "question-answering",
-}
-
-
-def data_file(*parts: str) -> Path:
-    path = DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"shared data {path} is missing (set DISTILBERT_DATA to the shared/data folder)")
-    return path
-
-
-def hf_config(family: str, vocab_size: int = 99, num_labels: int = 3, **overrides):
-    """Deliberately odd sizes, so a swapped dimension fails loudly."""
-    import transformers
-
-    if family == "distilbert":
-        kw = dict(vocab_size=vocab_size, dim=39, n_layers=2, n_heads=3, hidden_dim=37, max_position_embeddings=64)
-        kw.update(overrides)
-        return transformers.DistilBertConfig(num_labels=num_labels, **kw)
-    kw = dict(vocab_size=vocab_size, hidden_size=39, num_hidden_layers=2, num_attention_heads=3, intermediate_size=37,
-              max_position_embeddings=64, type_vocab_size=3)
-    kw.update(overrides)
-    return transformers.BertConfig(num_labels=num_labels, **kw)
-
-
-def make_reference(family: str, arch: str, vocab_size: int = 99, seed: int = 0, **overrides):
-    """A transformers model with random weights (biases and LayerNorms too, so nothing hides at zero or one)."""
-    import torch
-    import transformers
-
-    torch.manual_seed(seed)
-    num_labels = 2 if arch == "ForQuestionAnswering" else 3
-    cls = getattr(transformers, ("DistilBert" if family == "distilbert" else "Bert") + arch)
-    model = cls(hf_config(family, vocab_size, num_labels, **overrides)).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "LayerNorm" in name or "layer_norm" in name or name.endswith("bias"):
-                p.add_(torch.randn_like(p) * 0.1)
-    return model
-
-
-def save_reference(model, folder: Path, tokenizer: bool = True, **kwargs) -> Path:
-    model.save_pretrained(folder, **kwargs)
-    if tokenizer:
-        import transformers
-
-        transformers.BertTokenizerFast(str(VOCAB)).save_pretrained(folder)
-    return folder
+from helpers.models import (  # noqa: F401  (also importable from here, for older test modules)
+    ARCHS,
+    DATA,
+    ROOT,
+    TASK_OF_ARCH,
+    VOCAB,
+    data_file,
+    hf_config,
+    make_reference,
+    save_reference,
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -97,3 +50,26 @@ def mlm_checkpoint(checkpoint_factory):
     """A DistilBERT masked LM with the real uncased vocabulary and its tokenizer files."""
     data_file("vocab", "bert-base-uncased-vocab.txt")
     return checkpoint_factory("distilbert", "ForMaskedLM", vocab="real")
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, checkpoint_factory):
+    """exported(family, arch, **export options) -> (export folder, source folder, report), cached per session.
+
+    With quantize="int8" the drift is measured on a few lines only (the tests of drift itself pass their own).
+    """
+    from distilbert.onnx import export
+
+    cache = {}
+
+    def make(family, arch, **options):
+        key = (family, arch, tuple(sorted(options.items())))
+        if key not in cache:
+            source, _ = checkpoint_factory(family, arch, vocab="real")
+            out = tmp_path_factory.mktemp(f"onnx-{family}-{arch}")
+            if options.get("quantize") and "drift_texts" not in options:
+                options = {**options, "drift_texts": ("a few words of text to measure the drift on",) * 4}
+            cache[key] = (out, source, export(source, out, log=lambda line: None, **options))
+        return cache[key]
+
+    return make

@@ -7,11 +7,10 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
-from conftest import ARCHS, TASK_OF_ARCH, make_reference, save_reference
 from distilbert.checkpoint import load, read_state_dict, save
 from distilbert.hub import resolve
 from distilbert.errors import UserError
-from test_model import batch
+from helpers.models import ARCHS, TASK_OF_ARCH, batch, make_reference, save_reference
 
 
 def outputs(model, family, ours=False):
@@ -160,3 +159,31 @@ def test_state_dict_reader_gives_every_tensor(checkpoint_factory):
     fp32, bf16 = read_state_dict(folder), read_state_dict(folder, torch.bfloat16)
     assert set(bf16) == set(fp32) and all(v.dtype == torch.bfloat16 for v in bf16.values())
     assert all(torch.equal(bf16[k], fp32[k].to(torch.bfloat16)) for k in fp32)
+
+
+def test_an_interrupted_save_leaves_the_previous_model_whole(tmp_path, mlm_checkpoint):
+    """Every file is written beside the folder first: a crash in the middle changes nothing that is read."""
+    from distilbert.tokenizer import Tokenizer
+
+    source, _ = mlm_checkpoint
+    folder = tmp_path / "model"
+    net, _, _ = load(source)
+    save(net, folder, "fill-mask", Tokenizer.from_pretrained(source))
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)  # a model that differs everywhere
+
+    class CrashingTokenizer:  # writes part of its files, then fails, as a full disk would
+        def save(self, where):
+            (where / "tokenizer.json").write_text('{"half')
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        save(net, folder, "fill-mask", CrashingTokenizer())
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no new weights, no stray staging folder
+    again, expected = load(folder)[0].state_dict(), load(source)[0].state_dict()
+    assert again.keys() == expected.keys()
+    for name, value in again.items():
+        torch.testing.assert_close(value, expected[name], rtol=0, atol=0)
+    assert Tokenizer.from_pretrained(folder).vocab_size == 30522

@@ -1,35 +1,13 @@
 """The real `distilbert` command in a subprocess."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import distilbert
-
-COMMAND = str(Path(sys.executable).parent / "distilbert")
-
-
-def run(*args, stdin=None, ok=True):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    p = subprocess.run([COMMAND, *map(str, args)], input=stdin, capture_output=True, text=True, env=env, timeout=120)
-    if ok:
-        assert p.returncode == 0, p.stderr
-    return p
-
-
-def assert_user_error(p, *words):
-    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
-    assert "Traceback" not in p.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
+from helpers.cli import assert_user_error, environment, run
 
 
 def test_fill_mask_table_and_json(mlm_checkpoint):
@@ -160,8 +138,7 @@ def test_debug_shows_the_traceback_of_a_user_error(tmp_path):
     plain = run("info", missing, ok=False)
     assert_user_error(plain, "does not exist")
     for p in (run("--debug", "info", missing, ok=False),
-              subprocess.run([COMMAND, "info", str(missing)], capture_output=True, text=True, timeout=120,
-                             env={**os.environ, "HF_HUB_OFFLINE": "1", "DISTILBERT_DEBUG": "1"})):
+              run("info", missing, ok=False, env=environment(DISTILBERT_DEBUG="1"))):
         assert p.returncode == 2, p.stderr
         assert "Traceback (most recent call last)" in p.stderr and "UserError" in p.stderr
         assert p.stderr.strip().splitlines()[-1].startswith("error: ") and "does not exist" in p.stderr

@@ -3,9 +3,9 @@ import json
 import pytest
 import transformers
 
-from conftest import hf_config
 from distilbert.config import Config
 from distilbert.errors import UserError
+from helpers.models import hf_config
 
 
 @pytest.mark.parametrize("family", ["distilbert", "bert"])
@@ -70,3 +70,15 @@ def test_parameter_count_matches_transformers():
         model = transformers.AutoModel.from_config(hf)
         ours = Config.from_dict(hf.to_dict())
         assert ours.parameter_count(with_pooler=family == "bert") == sum(p.numel() for p in model.parameters())
+
+
+def test_a_config_made_in_python_saves_what_transformers_builds_a_classifier_from(tmp_path):
+    config = Config(vocab_size=99, dim=39, n_layers=1, n_heads=3, hidden_dim=37, id2label={0: "no", 1: "yes"})
+    config.save(tmp_path / "config.json")
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["seq_classif_dropout"] == 0.2  # what transformers' DistilBertConfig means by default, not null
+    model = transformers.DistilBertForSequenceClassification(transformers.AutoConfig.from_pretrained(tmp_path))
+    assert model.dropout.p == 0.2 and model.config.id2label == {0: "no", 1: "yes"}
+    assert Config.from_file(tmp_path / "config.json").classifier_dropout == 0.2
+    bert = Config(family="bert", vocab_size=99, dim=39, n_layers=1, n_heads=3, hidden_dim=37, type_vocab_size=2)
+    assert bert.classifier_dropout is None  # BERT's null means: the hidden dropout

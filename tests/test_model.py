@@ -3,23 +3,12 @@
 import pytest
 import torch
 
-from conftest import ARCHS, TASK_OF_ARCH, make_reference, save_reference
 from distilbert.checkpoint import load
 from distilbert.config import Config
 from distilbert.model import build, sinusoidal_positions
+from helpers.models import ARCHS, TASK_OF_ARCH, batch, make_reference, save_reference
 
 OUTPUTS = ("last_hidden_state", "logits", "start_logits", "end_logits", "pooler_output")
-
-
-def batch(family, vocab_size=99, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, vocab_size, (4, 11), generator=g)
-    mask = torch.ones_like(ids)
-    mask[1, 6:] = 0  # padded row
-    mask[2, 1:] = 0  # everything but [CLS] is padding
-    ids[mask == 0] = 0
-    types = torch.randint(0, 3, ids.shape, generator=g) if family == "bert" else None
-    return ids, mask, types
 
 
 def compare(ref, net, family, vocab_size=99):

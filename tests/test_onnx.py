@@ -13,32 +13,16 @@ import pytest
 import torch
 
 import distilbert
-from conftest import ARCHS, DATA, ROOT, TASK_OF_ARCH
 from distilbert.backends.onnx import OnnxBackend
 from distilbert.checkpoint import load
 from distilbert.errors import UserError
 from distilbert.onnx import export
 from distilbert.onnx.export import shape_grid, validation_batch
 from distilbert.tokenizer import Tokenizer
+from helpers.models import ARCHS, ROOT, TASK_OF_ARCH
 
 OPTIMUM_PYTHON = ROOT / ".venv-optimum" / "bin" / "python"
 quiet = lambda line: None  # noqa: E731
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, checkpoint_factory):
-    """exported(family, arch, **export options) -> (export folder, source folder, report), cached."""
-    cache = {}
-
-    def make(family, arch, **options):
-        key = (family, arch, tuple(sorted(options.items())))
-        if key not in cache:
-            source, _ = checkpoint_factory(family, arch, vocab="real")
-            out = tmp_path_factory.mktemp(f"onnx-{family}-{arch}")
-            cache[key] = (out, source, export(source, out, log=quiet, **options))
-        return cache[key]
-
-    return make
 
 
 @pytest.mark.parametrize("family", ["distilbert", "bert"])
@@ -86,7 +70,7 @@ def test_onnx_pipelines_match_torch_pipelines(exported):
     torch_fill = distilbert.pipeline("fill-mask", model=source, backend="torch")
     for text in ("Hello I'm a [MASK] model.", "The [MASK] sat on the [MASK]."):
         a, b = onnx_fill(text, top_k=4), torch_fill(text, top_k=4)
-        assert json.dumps(a, sort_keys=True)[:0] == ""  # JSON-serialisable
+        assert json.loads(json.dumps(a)) == a  # plain JSON types: no numpy scalars or arrays
         flat_a = a if isinstance(a[0], dict) else sum(a, [])
         flat_b = b if isinstance(b[0], dict) else sum(b, [])
         assert [x["token"] for x in flat_a] == [x["token"] for x in flat_b]
@@ -123,7 +107,7 @@ def test_fill_mask_graph_holds_one_encoder_and_one_head(exported):
 
 @pytest.mark.parametrize("arch", ["ForMaskedLM", "Model"])
 def test_int8_report_on_real_text(exported, arch):
-    from conftest import data_file
+    from helpers.models import data_file
 
     lines = [l for l in data_file("text", "wikitext-2-valid.txt").read_text(encoding="utf-8").splitlines() if len(l.split()) > 8]
     out, _, report = exported("distilbert", arch, optimize=True, quantize="int8", drift_texts=tuple(lines[:64]))
@@ -198,26 +182,6 @@ def test_weights_beside_the_graph(tmp_path, exported):
                                OnnxBackend.load(out).run(**arrays)["last_hidden_state"], rtol=0, atol=0)
 
 
-def test_hub_layout_with_onnx_subfolder(tmp_path, exported, monkeypatch):
-    """A hub repository as the model card's: onnx/model.onnx beside config.json, run from the local cache."""
-    import huggingface_hub.constants
-
-    out, _, _ = exported("distilbert", "ForMaskedLM")
-    snapshot = tmp_path / "models--someone--tiny-distilbert" / "snapshots" / ("a" * 40)
-    (snapshot / "onnx").mkdir(parents=True)
-    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"):
-        (snapshot / name).write_bytes((out / name).read_bytes())
-    for name in ("model.onnx", "model.onnx_data"):
-        (snapshot / "onnx" / name).write_bytes((out / name).read_bytes())
-    (tmp_path / "models--someone--tiny-distilbert" / "refs").mkdir()
-    (tmp_path / "models--someone--tiny-distilbert" / "refs" / "main").write_text("a" * 40)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    fill = distilbert.pipeline("fill-mask", model="someone/tiny-distilbert", backend="onnx")
-    assert fill.backend.path == snapshot / "onnx" / "model.onnx"
-    assert fill("Hello [MASK].", top_k=2) == distilbert.pipeline("fill-mask", model=out)("Hello [MASK].", top_k=2)
-
-
 def test_bad_input(tmp_path, exported, checkpoint_factory):
     source, _ = checkpoint_factory("distilbert", "ForMaskedLM", vocab="real")
     with pytest.raises(UserError, match="does not exist"):
@@ -259,7 +223,7 @@ def test_bad_input(tmp_path, exported, checkpoint_factory):
 
 
 def test_cli_export_and_bad_input(tmp_path, checkpoint_factory):
-    from test_cli import assert_user_error, run
+    from helpers.cli import assert_user_error, run
 
     source, _ = checkpoint_factory("bert", "ForSequenceClassification", vocab="real")
     p = run("export", source, tmp_path / "cls", "--optimize")
@@ -291,3 +255,21 @@ def test_validation_fails_on_a_graph_that_differs(tmp_path, exported, checkpoint
     net, config, _ = load(source, task="feature-extraction")
     with pytest.raises(UserError, match=r"validation failed: .* differs from PyTorch by .* in last_hidden_state"):
         validate(net, tmp_path / "model.onnx", config, Tokenizer.from_pretrained(out), "feature-extraction", quiet)
+
+
+def test_an_export_replaces_what_an_earlier_one_left(tmp_path, checkpoint_factory, exported):
+    """Re-exporting without --quantize must not leave the earlier int8 graph for --precision int8 to run."""
+    earlier, _, _ = exported("distilbert", "ForMaskedLM", quantize="int8")
+    out = tmp_path / "out"
+    shutil.copytree(earlier, out)
+    (out / "onnx").mkdir()
+    for name in ("model_quantized.onnx", "model_quantized.onnx_data"):  # the hub layout's copy too
+        shutil.copy(earlier / name, out / "onnx" / name)
+    said = []
+    source, _ = checkpoint_factory("bert", "ForMaskedLM", vocab="real")  # another model into the same folder
+    export(source, out, log=said.append)
+    assert not list(out.rglob("model_quantized.onnx*")) and not (out / "quantization_report.json").exists()
+    assert any("removed model_quantized.onnx" in line for line in said)
+    with pytest.raises(UserError, match="no model_quantized.onnx"):
+        distilbert.pipeline("fill-mask", model=out, precision="int8")
+    assert distilbert.pipeline("fill-mask", model=out).backend.config.family == "bert"

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import transformers
 
-from conftest import VOCAB, data_file
 from distilbert.errors import UserError
 from distilbert.tokenizer import Tokenizer
+from helpers.models import VOCAB, data_file
 
 csv.field_size_limit(10**8)
 

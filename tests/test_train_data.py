@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from conftest import VOCAB, data_file
 from distilbert.errors import UserError
 from distilbert.tokenizer import Tokenizer
 from distilbert.train.data import Batching, TokenShards, collate, epoch_batches, prepare
+from helpers.models import VOCAB, data_file
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import torch
 import transformers
 from safetensors.torch import load_file
 
-from conftest import VOCAB, data_file, make_reference, save_reference
 from distilbert.errors import UserError
 from distilbert.train.data import prepare
 from distilbert.train.distill import train
@@ -21,7 +20,8 @@ from distilbert.train.evaluate import evaluate_mlm
 from distilbert.train.plot import plot_run
 from distilbert.train.recipe import Recipe
 from distilbert.train.student import init_student
-from test_cli import COMMAND, assert_user_error, run
+from helpers.models import VOCAB, data_file, make_reference, save_reference
+from helpers.cli import COMMAND, assert_user_error, run
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ import torch
 import transformers
 from safetensors.torch import load_file
 
-from conftest import make_reference, save_reference
 from distilbert.errors import UserError
 from distilbert.train.student import default_layers, init_student, new_model
+from helpers.models import make_reference, save_reference
 
 
 @pytest.fixture(scope="module")

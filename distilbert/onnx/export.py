@@ -54,6 +54,8 @@ def export(
         raise UserError(f"unknown quantization {quantize!r}; expected one of {', '.join(QUANTIZATIONS)}")
     out = writable_folder(Path(out_dir))
     net, config, folder = load(model, task)
+    for stale in _remove_stale(out):
+        log(f"removed {stale} left by an earlier export (this one writes its own)")
     task = task or task_of(net)
     tokenizer = Tokenizer.from_pretrained(folder)
     names = list(tasks.TASKS[task].outputs) + ([ATTENTIONS] if with_attentions else [])
@@ -82,6 +84,24 @@ def export(
 
         report["int8"] = quantize_int8(path, out / "model_quantized.onnx", config, tokenizer, task, drift_texts, log)
     return report
+
+
+# What an export writes. An export owns these names in its folder: one left from an earlier export (an int8
+# graph when this one is not quantized, say) would otherwise be run as if it belonged to the new model.
+EXPORT_FILES = ("model.onnx", "model.onnx_data", "model_quantized.onnx", "model_quantized.onnx_data",
+                "export_report.json", "quantization_report.json")
+
+
+def _remove_stale(out: Path) -> list[str]:
+    """Remove the files of an earlier export, in the folder and in its onnx/ subfolder (the hub layout)."""
+    removed = []
+    for where in (out, out / "onnx"):
+        for name in EXPORT_FILES:
+            path = where / name
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+                removed.append(str(path.relative_to(out)))
+    return removed
 
 
 def writable_folder(out: Path) -> Path:

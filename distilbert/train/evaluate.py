@@ -2,6 +2,10 @@
 
 15% of the real tokens of each line (seeded, so every model sees the same blanks) are replaced by
 [MASK]; accuracy is the share predicted exactly, perplexity exp(mean cross-entropy) over them.
+
+Given the training data's token counts, the same blanks are also scored by a unigram model of that data
+(the token frequencies, no context; add-one smoothed so no token has probability zero): the floor any
+model that uses its context must clear.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from ..errors import UserError
 
 
 def evaluate_mlm(model: str, texts: list[str], max_length: int = 128, probability: float = 0.15, seed: int = 0,
-                 batch_size: int = 32, threads: int | None = None) -> dict:
+                 batch_size: int = 32, threads: int | None = None, counts: np.ndarray | None = None) -> dict:
+    """counts: training token counts per vocabulary id (a prepare-data folder's counts.npy), for the unigram
+    baseline (`unigram_accuracy`, `unigram_perplexity`) on the same masked tokens."""
     import torch
     import torch.nn.functional as F
 
@@ -37,6 +43,8 @@ def evaluate_mlm(model: str, texts: list[str], max_length: int = 128, probabilit
     generator = torch.Generator().manual_seed(seed)
     correct = total = 0
     nll = 0.0
+    unigram = None if counts is None else unigram_log_probs(counts, config.vocab_size, tokenizer.all_special_ids)
+    unigram_correct, unigram_nll = 0, 0.0
     started = time.perf_counter()
     tokens = 0
     with torch.inference_mode():
@@ -52,11 +60,14 @@ def evaluate_mlm(model: str, texts: list[str], max_length: int = 128, probabilit
             nll += float(F.cross_entropy(logits, target, reduction="sum"))
             total += int(at.sum())
             tokens += int(mask.sum())
+            if unigram is not None:
+                unigram_correct += int((target == int(unigram.argmax())).sum())
+                unigram_nll -= float(unigram[target].sum())
     seconds = time.perf_counter() - started
     if total == 0:
         raise UserError(f"no token was masked in {len(texts)} texts (too short: each needs a word besides [CLS] "
                         "and [SEP]); give longer held-out text")
-    return {
+    result = {
         "model": str(folder),
         "texts": len(texts),
         "masked_tokens": total,
@@ -66,6 +77,44 @@ def evaluate_mlm(model: str, texts: list[str], max_length: int = 128, probabilit
         "layers": config.n_layers,
         "parameters": sum(p.numel() for p in net.parameters()),
     }
+    if unigram is not None:
+        result["unigram_accuracy"] = unigram_correct / total
+        result["unigram_perplexity"] = math.exp(unigram_nll / total)
+    return result
+
+
+def unigram_log_probs(counts, vocab_size: int, special_ids: list[int]):
+    """log p(token) of the add-one smoothed unigram model of `counts`; special tokens (never a target) excluded."""
+    import torch
+
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 1 or len(counts) > vocab_size:
+        raise UserError(f"token counts for {len(counts)} ids do not fit a vocabulary of {vocab_size}; "
+                        "give the data folder prepared with this model's tokenizer")
+    smoothed = np.ones(vocab_size)
+    smoothed[: len(counts)] += counts
+    smoothed[list(special_ids)] = 0
+    with np.errstate(divide="ignore"):
+        return torch.from_numpy(np.log(smoothed / smoothed.sum()))
+
+
+def unigram_loss(counts, special_ids: list[int], smoothing: float | None = None) -> float:
+    """The masked-LM loss of the best model that ignores context, on training blanks: the entropy of the blanked
+    tokens' distribution. Uniform masking blanks tokens as often as they occur; with smoothing a token is chosen
+    with weight count^-smoothing, so the blanks follow count^(1 - smoothing), far flatter than the text."""
+    counts = np.asarray(counts, dtype=np.float64).copy()
+    counts[list(special_ids)] = 0
+    blanks = counts * np.maximum(counts, 1) ** -smoothing if smoothing else counts
+    p = blanks[blanks > 0] / blanks.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def read_counts(data: str | Path) -> np.ndarray:
+    """The token counts of a folder made by prepare-data."""
+    path = Path(data) / "counts.npy"
+    if not path.is_file():
+        raise UserError(f"{data} has no counts.npy: give a folder made by `distilbert prepare-data`")
+    return np.load(path)
 
 
 def read_texts(paths: list[str | Path]) -> list[str]:

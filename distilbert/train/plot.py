@@ -1,9 +1,15 @@
-"""`plot-run`: a run's losses, learning rate and (for fine-tuning) validation metrics from log.jsonl, as a PNG."""
+"""`plot-run`: a run's losses, learning rate and (for fine-tuning) validation metrics from log.jsonl, as a PNG.
+
+Beside the masked-LM loss, the loss of a unigram model: the best model that ignores context, on the run's own
+blanks (its data and masking). A masked-LM loss that stays above it has not even learned the token frequencies.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import UserError
 
@@ -30,6 +36,9 @@ def plot_run(run: str | Path, output: str | Path | None = None) -> Path:
     losses = sorted(k for k in steps_log[0] if k.startswith("loss"))
     for key in losses:
         top.plot(steps, [r[key] for r in steps_log], label=key.replace("loss_", "") if key != "loss" else "total")
+    floor = _unigram_floor(run)
+    if floor is not None and "loss_mlm" in steps_log[0]:
+        top.axhline(floor, color="black", linestyle="--", linewidth=1, label=f"mlm of a unigram model: {floor:.2f}")
     top.set_ylabel("loss")
     top.set_yscale("log")
     top.legend()
@@ -50,3 +59,18 @@ def plot_run(run: str | Path, output: str | Path | None = None) -> Path:
     fig.savefig(output, dpi=100)
     plt.close(fig)
     return output
+
+
+def _unigram_floor(run: Path) -> float | None:
+    """The unigram model's loss on the run's blanks, from recipe.json's data folder; None when it is gone."""
+    from ..tokenizer import Tokenizer
+    from .evaluate import unigram_loss
+
+    try:
+        recipe = json.loads((run / "recipe.json").read_text())
+        data = Path(recipe["data"])
+        counts = np.load(data / "counts.npy")
+        special = Tokenizer.from_pretrained(data / "tokenizer").all_special_ids
+    except (OSError, ValueError, KeyError, UserError):
+        return None
+    return unigram_loss(counts, special, recipe.get("mlm_smoothing"))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from conftest import make_reference, save_reference  # noqa: E402
+from helpers.models import make_reference, save_reference  # noqa: E402
 from distilbert.onnx import export  # noqa: E402
 
 with tempfile.TemporaryDirectory() as source:

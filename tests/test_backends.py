@@ -1,0 +1,104 @@
+"""backends/: the choice of backend, the natural one for a folder, the ONNX export cache, and thread counts."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from distilbert.backends import BACKENDS, load_backend
+from distilbert.backends.export_cache import cache_root
+from distilbert.errors import UserError
+from helpers.cli import environment
+
+IDS = np.array([[101, 7592, 103, 2088, 102], [101, 103, 102, 0, 0]], dtype=np.int64)
+MASK = (IDS != 0).astype(np.int64)
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILBERT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def kind(backend):
+    return type(backend).__name__
+
+
+def test_backend_choices(mlm_checkpoint, exported, cache):
+    source, _ = mlm_checkpoint
+    out, _, _ = exported("distilbert", "ForMaskedLM", quantize="int8")
+    assert BACKENDS == ("torch", "onnx")
+    with pytest.raises(UserError, match="unknown backend 'tensorflow'; expected one of torch, onnx"):
+        load_backend(source, backend="tensorflow")
+    assert kind(load_backend(source, backend="torch")) == "TorchBackend"
+    assert kind(load_backend(out, backend="onnx")) == "OnnxBackend"
+    with pytest.raises(UserError, match="not available with the torch backend"):
+        load_backend(source, backend="torch", precision="int8")
+    with pytest.raises(UserError, match="not available with the onnx backend"):
+        load_backend(out, backend="onnx", precision="bf16")
+    # every backend answers the same interface with the same numbers
+    a = load_backend(source, backend="torch").run(IDS, MASK)["logits"]
+    b = load_backend(out, backend="onnx").run(IDS, MASK)["logits"]
+    assert a.shape == b.shape == (2, 5, 30522)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
+    at = IDS == 103
+    np.testing.assert_allclose(load_backend(out).run(IDS, MASK, logits_at=at)["logits"], a[at], rtol=0, atol=1e-4)
+
+
+def test_the_natural_backend(mlm_checkpoint, exported, cache):
+    source, _ = mlm_checkpoint
+    out, _, _ = exported("distilbert", "ForMaskedLM", quantize="int8")
+    assert kind(load_backend(source)) == "TorchBackend"  # a checkpoint, nothing cached: PyTorch
+    assert kind(load_backend(out)) == "OnnxBackend"  # an exported folder
+    int8 = load_backend(out, precision="int8")
+    assert kind(int8) == "OnnxBackend" and int8.path.name == "model_quantized.onnx"
+    assert not cache.exists()  # looking for a cached export made none
+
+
+def test_the_export_cache(tmp_path, mlm_checkpoint, cache, capsys):
+    source, _ = mlm_checkpoint
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(source, checkpoint)
+    first = load_backend(checkpoint, backend="onnx")
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and said[0].startswith(f"exporting {checkpoint} to ONNX once") and str(cache) in said[0]
+    assert first.path.is_relative_to(cache) and first.path.name == "model.onnx"
+    assert json.loads((first.folder / "export_report.json").read_text())["task"] == "fill-mask"
+    made = first.path.stat().st_mtime_ns
+
+    again = load_backend(checkpoint, backend="onnx")
+    assert again.path == first.path and again.path.stat().st_mtime_ns == made
+    assert capsys.readouterr().err == ""
+    natural = load_backend(checkpoint)  # the default backend now finds the export
+    assert kind(natural) == "OnnxBackend" and natural.path == first.path
+    expected = load_backend(checkpoint, backend="torch").run(IDS, MASK)["logits"]
+    np.testing.assert_allclose(natural.run(IDS, MASK)["logits"], expected, rtol=0, atol=1e-4)
+
+    weights = load_file(checkpoint / "model.safetensors")  # retrained: every weight moves
+    save_file({k: v + np.float32(0.01) if v.dtype == np.float32 else v for k, v in weights.items()},
+              checkpoint / "model.safetensors", metadata={"format": "pt"})
+    assert kind(load_backend(checkpoint)) == "TorchBackend"  # its old export no longer applies
+    edited = load_backend(checkpoint, backend="onnx")
+    assert edited.path != first.path and "exporting" in capsys.readouterr().err
+    changed = load_backend(checkpoint, backend="torch").run(IDS, MASK)["logits"]
+    np.testing.assert_allclose(edited.run(IDS, MASK)["logits"], changed, rtol=0, atol=1e-4)
+    assert cache_root() == cache
+
+
+def test_threads_follow_the_cpu_affinity(exported):
+    """A process allowed one CPU uses one thread, whatever the machine has (as in a limited container)."""
+    out, _, _ = exported("distilbert", "ForMaskedLM")
+    script = f"""
+import json, os
+os.sched_setaffinity(0, {{min(os.sched_getaffinity(0))}})
+from distilbert.backends.onnx import OnnxBackend, usable_cores
+backend = OnnxBackend.load({str(out)!r})
+print(json.dumps([usable_cores(), backend.session.get_session_options().intra_op_num_threads]))
+"""
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=environment())
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == [1, 1]
