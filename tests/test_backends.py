@@ -40,6 +40,8 @@ def test_backend_choices(mlm_checkpoint, exported, cache):
         load_backend(source, backend="torch", precision="int8")
     with pytest.raises(UserError, match="not available with the onnx backend"):
         load_backend(out, backend="onnx", precision="bf16")
+    with pytest.raises(UserError, match="unknown precision 'fp8'"):
+        load_backend(out, precision="fp8")
     # every backend answers the same interface with the same numbers
     a = load_backend(source, backend="torch").run(IDS, MASK)["logits"]
     b = load_backend(out, backend="onnx").run(IDS, MASK)["logits"]
@@ -56,7 +58,7 @@ def test_the_natural_backend(mlm_checkpoint, exported, cache):
     assert kind(load_backend(out)) == "OnnxBackend"  # an exported folder
     int8 = load_backend(out, precision="int8")
     assert kind(int8) == "OnnxBackend" and int8.path.name == "model_quantized.onnx"
-    assert not cache.exists()  # looking for a cached export made none
+    assert not (cache / "onnx").exists()  # looking for a cached export made none
 
 
 def test_the_export_cache(tmp_path, mlm_checkpoint, cache, capsys):
@@ -75,6 +77,7 @@ def test_the_export_cache(tmp_path, mlm_checkpoint, cache, capsys):
     assert capsys.readouterr().err == ""
     natural = load_backend(checkpoint)  # the default backend now finds the export
     assert kind(natural) == "OnnxBackend" and natural.path == first.path
+    assert kind(load_backend(checkpoint, precision="bf16")) == "TorchBackend"  # bf16 is PyTorch's alone
     expected = load_backend(checkpoint, backend="torch").run(IDS, MASK)["logits"]
     np.testing.assert_allclose(natural.run(IDS, MASK)["logits"], expected, rtol=0, atol=1e-4)
 

@@ -5,7 +5,7 @@ import torch
 
 from distilbert.checkpoint import load
 from distilbert.config import Config
-from distilbert.model import build, sinusoidal_positions
+from distilbert.model import build, sinusoidal_positions, task_of
 from helpers.models import ARCHS, TASK_OF_ARCH, batch, make_reference, save_reference
 
 OUTPUTS = ("last_hidden_state", "logits", "start_logits", "end_logits", "pooler_output")
@@ -38,7 +38,8 @@ def compare(ref, net, family, vocab_size=99):
 def test_every_head_matches_transformers(checkpoint_factory, family, arch):
     folder, ref = checkpoint_factory(family, arch)
     net, config, _ = load(folder)
-    assert type(net).__name__ != "" and config.family == family
+    assert task_of(net) == TASK_OF_ARCH[arch] and config.family == family  # the head the checkpoint was saved with
+    assert config.architectures == [type(ref).__name__]
     compare(ref, net, family)
 
 

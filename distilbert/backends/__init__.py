@@ -53,12 +53,15 @@ def load_backend(model: str | Path, task: str | None = None, backend: str | None
     if backend == "keras":  # only when asked for: TensorFlow is an optional extra and slow to import
         return _keras(model, task, options)
     precision = options.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+
     torch_installed = importlib.util.find_spec("torch") is not None
     if backend is None and torch_installed and precision != "int8":
         folder = hub.resolve(model, need="torch")
         if not hub.has_torch_weights(folder) and hub.has_onnx(folder):
             return _onnx(folder, task, options)  # an exported folder
-        cached = cached_export(folder, task, precision, create=False)
+        cached = cached_export(folder, task, precision, create=False) if precision in hub.ONNX_FILES else None
         return _onnx(cached, task, options) if cached is not None else _torch(folder, task, options)
     if backend == "torch":
         if not torch_installed:
@@ -67,6 +70,9 @@ def load_backend(model: str | Path, task: str | None = None, backend: str | None
                 "or export the model to ONNX and use the onnx backend"
             )
         return _torch(model, task, options)
+    if precision not in hub.ONNX_FILES:  # asked for onnx, or PyTorch is not installed
+        raise UserError(f"precision {precision!r} is not available with the onnx backend (fp32 or int8)"
+                        + ("" if torch_installed else "; bf16 runs on PyTorch: install the torch extra"))
     folder = hub.resolve(model, need="onnx")
     if hub.locate_onnx(folder, precision) is None and torch_installed:
         source = folder if hub.has_torch_weights(folder) else hub.resolve(model, need="torch")

@@ -182,10 +182,11 @@ def masked_lm_logits(net, h, input_ids, mask_id: int, all_positions):
 
     rows = h[(input_ids == mask_id) | all_positions]  # (N, dim), in row order
     logits = net.predict(rows)  # (N, vocab)
-    shape, n = torch._shape_as_tensor(input_ids), torch._shape_as_tensor(rows)[:1]  # traced: the graph stays dynamic
-    first = torch.where(all_positions, shape[:1], n)
-    second = torch.where(all_positions, shape[1:2], torch.ones_like(n))
-    return logits.reshape(first[0], second[0], logits.shape[-1])
+    # (B, T) with every position, (N, 1) with the masks alone. Under the exporter's tracer Tensor.size() gives
+    # traced 0-d tensors, so both stay dynamic in the graph; in eager mode they are ints.
+    first = torch.where(all_positions, input_ids.size(0), rows.size(0))
+    second = torch.where(all_positions, input_ids.size(1), 1)
+    return logits.reshape(first, second, logits.size(-1))
 
 
 def shape_grid(max_length: int) -> list[tuple[int, int]]:

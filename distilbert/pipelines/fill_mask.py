@@ -27,11 +27,11 @@ class FillMaskPipeline(Pipeline):
         for text, ids in zip(texts, enc["input_ids"]):
             if mask_id not in ids:
                 if self.tokenizer.mask_token in text:
-                    where = len(self.tokenizer(text)["input_ids"])
+                    full = self.tokenizer(text)["input_ids"]
                     raise UserError(
-                        f"the {self.tokenizer.mask_token} in {text[:60]!r} was cut off: the text is {where} tokens and "
-                        f"the model reads {self.max_length}; put {self.tokenizer.mask_token} within the first "
-                        f"{self.max_length - 2} tokens or shorten the text"
+                        f"the text {text[:60]!r} was truncated before its {self.tokenizer.mask_token}: the mask is token "
+                        f"{full.index(mask_id) + 1} of {len(full)} and the model reads {self.max_length}; put it within "
+                        f"the first {self.max_length - 2} tokens or shorten the text"
                     )
                 raise UserError(
                     f"no {self.tokenizer.mask_token} in {text[:60]!r}: put {self.tokenizer.mask_token} where the word to predict goes"
