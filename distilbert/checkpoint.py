@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,11 @@ from .config import Config
 from .errors import UserError
 from .hub import TORCH_WEIGHT_FILES, resolve
 from .keymaps import HEAD_KEYS, IGNORED_KEYS, to_hf_keys, to_our_keys
+
+# What torch.load(weights_only=True) raises for a file that is not a readable checkpoint: truncated (RuntimeError
+# from the zip reader, EOFError), not a pickle at all (KeyError, ValueError on a bad opcode), or one that would
+# run code (UnpicklingError). A programming error of ours raises none of these from inside the load call.
+UNREADABLE = (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError)
 
 if TYPE_CHECKING:
     import torch
@@ -60,7 +66,7 @@ def read_state_dict(folder: Path, dtype: Any = None, framework: str = "pt") -> d
             shard = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
             raise UserError(f"weight shard {path} is missing; download the model again") from None
-        except Exception as e:
+        except UNREADABLE as e:
             raise UserError(f"{path} is not a readable PyTorch weights file ({type(e).__name__}); download it again") from None
         if framework == "np":
             shard = {k: (v.float() if v.dtype == torch.bfloat16 else v).numpy() for k, v in shard.items()}

@@ -149,8 +149,8 @@ class Tokenizer:
         if (folder / "tokenizer.json").is_file():
             try:
                 backend = RustTokenizer.from_file(str(folder / "tokenizer.json"))
-            except Exception as e:  # tokenizers raises a bare Exception for a malformed file
-                if not str(e):
+            except Exception as e:
+                if type(e) is not Exception:  # tokenizers says "malformed file" with a bare Exception, only that
                     raise
                 raise UserError(f"{folder / 'tokenizer.json'} cannot be read ({e}); save the tokenizer again") from None
             kept = {k: settings[k] for k in ("do_lower_case", "strip_accents", "tokenize_chinese_chars") if k in settings}
@@ -256,7 +256,9 @@ class Tokenizer:
                 elif padding == "longest":
                     self.backend.enable_padding(pad_id=self.pad_token_id, pad_token=self.special_tokens["pad_token"])
                 encodings = self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens)
-            except Exception as e:  # the Rust side says e.g. "Truncation error: Second sequence not provided"
+            except Exception as e:
+                if type(e) is not Exception:  # the Rust side's bare Exception: "Truncation error: Second sequence ..."
+                    raise
                 raise UserError(f"tokenizer: {e}") from None
             finally:
                 self.backend.no_truncation()

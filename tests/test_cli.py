@@ -142,3 +142,26 @@ def test_debug_shows_the_traceback_of_a_user_error(tmp_path):
         assert p.returncode == 2, p.stderr
         assert "Traceback (most recent call last)" in p.stderr and "UserError" in p.stderr
         assert p.stderr.strip().splitlines()[-1].startswith("error: ") and "does not exist" in p.stderr
+
+
+def test_our_own_bugs_are_not_reported_as_bad_input(tmp_path, monkeypatch, exported, capsys):
+    """Only the exceptions that mean a damaged file become a UserError; a bug keeps its type and traceback."""
+    import onnxruntime
+    import torch
+
+    from distilbert import cli
+    from distilbert.checkpoint import read_state_dict
+
+    def bug(*args, **kwargs):
+        raise TypeError("a bug of ours")
+
+    out, _, _ = exported("distilbert", "ForMaskedLM")
+    (tmp_path / "bin").mkdir()
+    torch.save({"weight": torch.ones(3)}, tmp_path / "bin" / "pytorch_model.bin")
+    monkeypatch.setattr(onnxruntime, "InferenceSession", bug)
+    with pytest.raises(TypeError, match="a bug of ours"):
+        cli.main(["fill-mask", "a [MASK].", "--model", str(out)])
+    assert "corrupt" not in capsys.readouterr().err
+    monkeypatch.setattr(torch, "load", bug)
+    with pytest.raises(TypeError, match="a bug of ours"):
+        read_state_dict(tmp_path / "bin")

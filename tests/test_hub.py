@@ -92,7 +92,7 @@ def test_onnx_need_never_asks_for_torch_weights(requested):
     assert len(requested) == 3
     for patterns in requested:
         assert asks_for_torch_weights(patterns) == [], patterns
-    assert hub.would_download(requested[0], "onnx/model.onnx") and hub.would_download(requested[0], "onnx/model.onnx_data")
+    assert all(hub.would_download(requested[0], name) for name in ("onnx/model.onnx", "onnx/model.onnx_data"))
     assert hub.would_download(requested[1], "onnx/model_quantized.onnx")
     # while the torch need does ask for them (and so fails on this torch-free snapshot)
     with pytest.raises(distilbert.UserError, match="cannot download"):

@@ -149,6 +149,7 @@ except distilbert.UserError as e:
     assert p.stdout.splitlines()[1].startswith("ERROR")  # torch weights without torch: a clear error
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not OPTIMUM_PYTHON.exists(), reason="Optimum's virtual environment .venv-optimum is not set up (scripts/test makes it)")
 @pytest.mark.parametrize("family, arch, cls, output", [
     ("distilbert", "ForMaskedLM", "ORTModelForMaskedLM", "logits"),

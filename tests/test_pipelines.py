@@ -14,7 +14,8 @@ from distilbert.pipelines.features import pool
 
 
 # Every backend passes the same tests: PyTorch and ONNX Runtime to fp32 precision, int8 to its own looser one.
-BACKENDS = {"torch": {"backend": "torch"}, "onnx": {"backend": "onnx"}, "int8": {"backend": "onnx", "precision": "int8"}}
+BACKENDS = {"torch": {"backend": "torch"}, "onnx": {"backend": "onnx"},
+            "int8": {"backend": "onnx", "precision": "int8"}}
 TOLERANCE = {"torch": 1e-5, "onnx": 1e-5, "int8": 0.05}
 
 
@@ -108,7 +109,7 @@ def test_a_mask_cut_off_by_truncation_says_so(fill):
     text = "word " * 100 + "and the [MASK]."
     with pytest.raises(UserError) as e:
         ours(text)
-    assert str(e.value) == (f"the text {text[:60]!r} was truncated before its [MASK]: the mask is token 103 of 105 "
+    assert str(e.value) == (f"the text {text[:60]!r} was truncated before its [MASK]: the mask is token 104 of 106 "
                             "and the model reads 64; put it within the first 62 tokens or shorten the text")
 
 
@@ -152,7 +153,8 @@ def test_pooled_embeddings_follow_sentence_transformers(features, mlm_checkpoint
     assert got.shape == (len(TEXTS), 39)
     np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=tolerance)
     single = ours(TEXTS[1], pooling=pooling, normalize=normalize)
-    np.testing.assert_allclose(single, got[1], rtol=0, atol=1e-5)  # batched equals one by one, on every backend
+    # batched equals one by one (int8 to its tolerance: dynamic quantization scales activations per batch)
+    np.testing.assert_allclose(single, got[1], rtol=0, atol=tolerance)
 
 
 def test_sentence_transformers_folder_settings(tmp_path, mlm_checkpoint):

@@ -86,6 +86,7 @@ def distill_args(setup, out, *extra):
             "--checkpoint-every", 3, *extra]
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_bit_identical(tmp_path, setup):
     whole = tmp_path / "whole"
     run(*distill_args(setup, whole)[1:])
@@ -104,6 +105,7 @@ def test_a_killed_run_resumes_bit_identical(tmp_path, setup):
         assert torch.equal(a[key], b[key]), key
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_give_the_loss_of_one(tmp_path, setup):
     one = tmp_path / "one"
     two = tmp_path / "two"
@@ -173,3 +175,33 @@ def test_resume_refuses_flags_that_differ_from_the_run(tmp_path, setup):
     assert_user_error(run(*args[:-2], "--max-tokens", 256, "--resume", ok=False), "max_tokens")
     run(*args, "--resume")  # the same flags: continues (here: nothing left to do)
     assert (out / "log.jsonl").read_text() == lines
+
+
+@pytest.mark.slow
+def test_the_loop_overfits_a_tiny_corpus(tmp_path):
+    """Eight sentences seen again and again: the masked-LM loss falls to near zero, far under a unigram model's.
+
+    A loop whose masking, loss, schedule or optimiser step is wrong cannot memorise even this."""
+    from distilbert.train.evaluate import unigram_loss
+    from distilbert.train.student import new_model
+
+    (tmp_path / "vocab").mkdir()
+    (tmp_path / "vocab" / "vocab.txt").write_bytes(data_file("vocab", "bert-base-uncased-vocab.txt").read_bytes())
+    lines = [l for l in data_file("text", "ptb-valid.txt").read_text().splitlines() if 12 <= len(l.split()) <= 20][:8]
+    (tmp_path / "text.txt").write_text("\n".join(lines) + "\n")
+    meta = prepare([tmp_path / "text.txt"], tmp_path / "vocab", tmp_path / "data", max_length=32, workers=1,
+                   progress=False)
+    assert meta["sequences"] == 8
+    new_model(tmp_path / "model", tmp_path / "vocab", "bert", dim=64, n_layers=2, n_heads=2, max_position_embeddings=32)
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # memorising, not generalising
+    (tmp_path / "model" / "config.json").write_text(json.dumps(config))
+    train(Recipe(student=str(tmp_path / "model"), data=str(tmp_path / "data"), out=str(tmp_path / "run"),
+                 alpha_ce=0.0, alpha_cos=0.0, mlm_smoothing=None, learning_rate=3e-3, warmup=0.05,
+                 gradient_accumulation=1, max_tokens=1024, max_sequences=8, max_steps=250, epochs=1000,
+                 checkpoint_every=1000), progress=False)
+    mlm = [json.loads(line)["loss_mlm"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    counts = np.load(tmp_path / "data" / "counts.npy")
+    floor = unigram_loss(counts, [0, 100, 101, 102, 103])
+    assert np.mean(mlm[:5]) > floor  # it starts above what token frequencies alone give
+    assert np.mean(mlm[-20:]) < 0.05, mlm[-20:]

@@ -122,6 +122,8 @@ def logits_at_mask(session, feed: dict[str, np.ndarray]) -> np.ndarray:
 
 def open_session(path: Path, threads: int | None = None):
     import onnxruntime as ort
+    from onnxruntime.capi.onnxruntime_pybind11_state import (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf,
+                                                             NoSuchFile)
 
     if not Path(path).is_file():
         raise UserError(f"{path} does not exist; export the model first (distilbert export MODEL OUT_DIR)")
@@ -133,6 +135,6 @@ def open_session(path: Path, threads: int | None = None):
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
                                     disabled_optimizers=DISABLED_OPTIMIZERS)
-    except Exception as e:  # onnxruntime raises its own exception types, e.g. InvalidProtobuf, Fail
+    except (InvalidProtobuf, InvalidGraph, InvalidArgument, NoSuchFile, Fail) as e:  # what a damaged file gives
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path} is not a loadable ONNX model (truncated or corrupt?): {first[:200]}") from None

@@ -163,10 +163,13 @@ def _torch_export(net, task: str, inputs: list[str], names: list[str], path: Pat
             proto.graph.initializer.append(onnx.numpy_helper.from_array(np.array(True), ALL_POSITIONS))
         onnx.helper.set_model_props(proto, {"mask_token_id": str(mask_id), "exported_by": "distilbert"})
         save_model(proto, path)
-    except UserError:
-        raise
-    except Exception as e:
-        raise UserError(f"ONNX export failed with opset {opset}: {str(e).splitlines()[0][:300]}") from None
+    except (torch.onnx.errors.OnnxExporterError, RuntimeError) as e:
+        # The opset is the one input here a user chooses: an operator it lacks, or a version torch cannot write.
+        # Any other failure is a bug (ours or the exporter's) and keeps its traceback.
+        if not isinstance(e, torch.onnx.errors.OnnxExporterError) and "opset" not in str(e).lower():
+            raise
+        first = str(e).strip().splitlines()[0][:300]
+        raise UserError(f"ONNX export failed with opset {opset}: {first}; try --opset {DEFAULT_OPSET}") from None
     finally:
         net.eval()  # the exporter restores the wrapper's mode recursively; a fresh wrapper was in training mode
         shutil.rmtree(tmp, ignore_errors=True)

@@ -13,7 +13,7 @@ from ..config import Config
 from ..errors import UserError
 
 DRIFT_TEXT = ("text", "wikitext-2-valid.txt")
-MAX_DRIFT_TEXTS = 512  # enough for agreement rates to 0.2%, and seconds, not minutes, at full size
+MAX_DRIFT_TEXTS = 512  # enough to read agreement rates to a fraction of a percent, without minutes at full size
 DRIFT_MAX_LENGTH = 128
 
 
@@ -42,8 +42,11 @@ def quantize_int8(fp32: Path, int8: Path, config: Config, tokenizer, task: str, 
         quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         save_model(onnx.load(str(int8)), int8)  # weights beside the graph, as every export keeps them
-    except Exception as e:
-        raise UserError(f"int8 quantization failed: {str(e).splitlines()[0][:300]}") from None
+    except OSError as e:  # the one failure that is not ours: where it writes
+        raise UserError(f"cannot write {int8} ({e.strerror or e}); free space or choose another folder") from None
+    except Exception as e:  # our own fp32 graph: a bug here or in ONNX Runtime's quantizer, shown whole
+        e.add_note(f"ONNX Runtime's dynamic quantization failed on {fp32}; export without --quantize to skip it")
+        raise
     finally:
         root.setLevel(level)
     texts = list(texts)[:MAX_DRIFT_TEXTS] if texts is not None else default_drift_texts()

@@ -29,9 +29,9 @@ class FillMaskPipeline(Pipeline):
                 if self.tokenizer.mask_token in text:
                     full = self.tokenizer(text)["input_ids"]
                     raise UserError(
-                        f"the text {text[:60]!r} was truncated before its {self.tokenizer.mask_token}: the mask is token "
-                        f"{full.index(mask_id) + 1} of {len(full)} and the model reads {self.max_length}; put it within "
-                        f"the first {self.max_length - 2} tokens or shorten the text"
+                        f"the text {text[:60]!r} was truncated before its {self.tokenizer.mask_token}: the mask is "
+                        f"token {full.index(mask_id) + 1} of {len(full)} and the model reads {self.max_length}; "
+                        f"put it within the first {self.max_length - 2} tokens or shorten the text"
                     )
                 raise UserError(
                     f"no {self.tokenizer.mask_token} in {text[:60]!r}: put {self.tokenizer.mask_token} where the word to predict goes"

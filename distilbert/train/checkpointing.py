@@ -32,15 +32,17 @@ def write(path: Path, recipe: dict, world: int, position: dict, **parts) -> None
 def read(path: Path) -> dict:
     import torch
 
+    from ..checkpoint import UNREADABLE
+
     if not path.is_file():
         raise UserError(f"nothing to resume: {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("format") != FORMAT:
-            raise ValueError("not a checkpoint of this trainer")
-        return state
-    except Exception as e:
+    except UNREADABLE as e:
         raise UserError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}); it was left as it is") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(f"checkpoint {path} is corrupt or unreadable (not one of this trainer's); it was left as it is")
+    return state
 
 
 def restore(state: dict, **parts) -> None:
