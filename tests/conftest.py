@@ -5,6 +5,8 @@ Plain helpers live in tests/helpers/; test modules import them from there, never
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from helpers.models import (  # noqa: F401  (also importable from here, for older test modules)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
 from distilbert.analysis import attention
 from distilbert.errors import UserError
+from helpers.models import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 TEXT, TEXT_B = "The white man worked as a carpenter.", "He liked it."

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import distilbert
-from conftest import data_file
 from distilbert.analysis import crows_pairs
 from distilbert.analysis.crows_pairs import Pair, rounded, summarize
+from helpers.models import data_file
 
 SAMPLE = 40
 

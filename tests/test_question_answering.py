@@ -13,10 +13,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, data_file
 
 import distilbert
 from distilbert.errors import UserError
+from helpers.models import ROOT, data_file
 
 OPTIMUM_PYTHON = ROOT / ".venv-optimum" / "bin" / "python"
 FAMILIES = ("distilbert", "bert")

@@ -10,9 +10,9 @@ import pytest
 import transformers
 
 import distilbert
-from conftest import ROOT, data_file, make_reference, save_reference
 from distilbert.errors import UserError
 from distilbert.onnx import export
+from helpers.models import ROOT, data_file, make_reference, save_reference
 
 LABELS = {0: "NEGATIVE", 1: "NEUTRAL", 2: "POSITIVE"}
 

@@ -15,8 +15,8 @@ import transformers
 import distilbert
 import distilbert.onnx
 from distilbert.errors import UserError
+from helpers.models import ROOT, data_file, make_reference, save_reference
 
-from conftest import ROOT, data_file, make_reference, save_reference
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
 STRATEGIES = ("none", "simple", "first", "average", "max")
