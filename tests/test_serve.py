@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 import distilbert
-from conftest import ROOT, data_file
+from helpers.models import ROOT, data_file
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
