@@ -5,12 +5,12 @@ import logging
 
 import pytest
 
-from conftest import data_file
 from distilbert.data import Columns, read
 from distilbert.data.glue import GLUE, files, read_glue, score
 from distilbert.data.ner import tag_names
 from distilbert.data.tables import label_names, problem_type_of
 from distilbert.errors import UserError
+from helpers.models import data_file
 
 ROWS = {"cola": 1043, "sst2": 872, "mrpc": 408, "stsb": 1500, "qnli": 5463, "rte": 277}
 

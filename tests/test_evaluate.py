@@ -10,13 +10,13 @@ import pytest
 import torch
 import transformers
 
-from conftest import VOCAB, data_file, hf_config
 from distilbert import metrics
 from distilbert.data import read
 from distilbert.evaluate import evaluate
 from distilbert.errors import UserError
-from test_cli import assert_user_error
-from test_metrics import official_v1
+from helpers.models import VOCAB, data_file, hf_config
+from helpers.cli import assert_user_error
+from helpers.squad_official import official_v1
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(os.path.dirname(os.path.dirname(__file__)))}
 TAGS = ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, data_file
 
 pytest.importorskip("ray")
 pa = pytest.importorskip("pyarrow")
@@ -29,6 +28,7 @@ pd = pytest.importorskip("pandas")
 from distilbert import ray as on_ray  # noqa: E402
 from distilbert.errors import UserError  # noqa: E402
 from distilbert.pipelines import pipeline  # noqa: E402
+from helpers.models import ROOT, data_file
 
 N_TEXTS = 300
 

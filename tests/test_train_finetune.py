@@ -15,11 +15,11 @@ import torch
 import transformers
 from safetensors.torch import load_file
 
-from conftest import data_file, make_reference, save_reference
 from distilbert.checkpoint import load
 from distilbert.errors import UserError
 from distilbert.train.finetune import FinetuneRecipe, finetune
-from test_cli import assert_user_error
+from helpers.models import data_file, make_reference, save_reference
+from helpers.cli import assert_user_error
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(os.path.dirname(os.path.dirname(__file__))),
        "OMP_NUM_THREADS": "1"}

@@ -176,11 +176,6 @@ def _load_student(model: str, data: TokenShards):
     return net, config, tokenizer
 
 
-def _lacks_mlm_head(error: UserError) -> bool:
-    """Whether load() refused a checkpoint for having another head (or none) instead of the masked-LM one."""
-    return "missing keys: vocab" in str(error) or "not a fill-mask head" in str(error)
-
-
 def _load_teacher(recipe: Recipe, student_config):
     from ..checkpoint import load
 
