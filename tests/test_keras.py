@@ -18,13 +18,12 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 
 import distilbert  # noqa: E402
 import distilbert.keras as dk  # noqa: E402
-from conftest import ARCHS, ROOT, TASK_OF_ARCH, make_reference, save_reference  # noqa: E402
 from distilbert.backends.keras import KerasBackend  # noqa: E402
 from distilbert.checkpoint import load  # noqa: E402
 from distilbert.config import Config  # noqa: E402
 from distilbert.errors import UserError  # noqa: E402
 from distilbert.tokenizer import Tokenizer  # noqa: E402
-from test_model import OUTPUTS, batch  # noqa: E402
+from helpers.models import ARCHS, OUTPUTS, ROOT, TASK_OF_ARCH, batch, make_reference, save_reference  # noqa: E402
 
 TOLERANCE = 1e-4
 CARD = "Hello I'm a [MASK] model."

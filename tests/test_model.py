@@ -6,10 +6,7 @@ import torch
 from distilbert.checkpoint import load
 from distilbert.config import Config
 from distilbert.model import build, sinusoidal_positions, task_of
-from helpers.models import ARCHS, TASK_OF_ARCH, batch, make_reference, save_reference
-
-OUTPUTS = ("last_hidden_state", "logits", "start_logits", "end_logits", "pooler_output")
-
+from helpers.models import ARCHS, OUTPUTS, TASK_OF_ARCH, batch, make_reference, save_reference
 
 def compare(ref, net, family, vocab_size=99):
     ids, mask, types = batch(family, vocab_size)

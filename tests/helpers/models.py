@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("DISTILBERT_DATA", ROOT.parent / "shared" / "data"))
 VOCAB = DATA / "vocab" / "bert-base-uncased-vocab.txt"
 
+OUTPUTS = ("last_hidden_state", "logits", "start_logits", "end_logits", "pooler_output")  # every head's
 ARCHS = ("Model", "ForMaskedLM", "ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering")
 TASK_OF_ARCH = {
     "Model": "feature-extraction",
