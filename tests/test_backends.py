@@ -31,8 +31,8 @@ def kind(backend):
 def test_backend_choices(mlm_checkpoint, exported, cache):
     source, _ = mlm_checkpoint
     out, _, _ = exported("distilbert", "ForMaskedLM", quantize="int8")
-    assert BACKENDS == ("torch", "onnx")
-    with pytest.raises(UserError, match="unknown backend 'tensorflow'; expected one of torch, onnx"):
+    assert BACKENDS == ("torch", "onnx", "keras")
+    with pytest.raises(UserError, match="unknown backend 'tensorflow'; expected one of torch, onnx, keras"):
         load_backend(source, backend="tensorflow")
     assert kind(load_backend(source, backend="torch")) == "TorchBackend"
     assert kind(load_backend(out, backend="onnx")) == "OnnxBackend"
