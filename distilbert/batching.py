@@ -1,7 +1,8 @@
 """One padding and batching policy: pipelines, the server, training and evaluation all batch through here.
 
 Rows are grouped by length, longest first, so little padding is computed; a group holds at most
-`max_batch` rows and at most `max_tokens` padded tokens (rows x its longest row). No torch here.
+`max_batch` rows and at most `max_tokens` padded tokens (rows x its longest row), and with `max_pad` no row
+padded by more than that share of the group's longest row. No torch here.
 """
 
 from __future__ import annotations
@@ -11,8 +12,17 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 
-def group(lengths: Sequence[int], max_batch: int | None = None, max_tokens: int | None = None) -> list[list[int]]:
-    """Indices of `lengths` in groups, longest first, each within both limits (a row alone may exceed the budget)."""
+PAD_SLACK = 16  # padding up to this many tokens is always allowed: it costs less than another batch
+
+
+def group(lengths: Sequence[int], max_batch: int | None = None, max_tokens: int | None = None,
+          max_pad: float | None = None) -> list[list[int]]:
+    """Indices of `lengths` in groups, longest first, each within the limits (a row alone may exceed the budget).
+
+    `max_pad`: a row that would be padded by more than this share of the group's longest row (and by more
+    than PAD_SLACK tokens) starts a new group. Inference sets it: a question's short last window padded to
+    384 tokens costs more than running it alone; training leaves it off (its batches keep their size).
+    """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     groups: list[list[int]] = []
     current: list[int] = []
@@ -20,7 +30,7 @@ def group(lengths: Sequence[int], max_batch: int | None = None, max_tokens: int 
         longest = lengths[current[0]] if current else lengths[i]  # sorted: the group's first row is its longest
         full = (max_batch is not None and len(current) >= max_batch) or (
             max_tokens is not None and longest * (len(current) + 1) > max_tokens
-        )
+        ) or (max_pad is not None and longest - lengths[i] > max(PAD_SLACK, max_pad * longest))
         if current and full:
             groups.append(current)
             current = []

@@ -48,6 +48,7 @@ class Job:
 
 class Pipeline:
     task = ""
+    max_pad = 0.25  # batching.group: a row padded by more than a quarter of its batch's longest runs apart
 
     def __init__(self, backend: Backend, tokenizer: Tokenizer, batch_size: int = 32, max_length: int | None = None,
                  max_batch_tokens: int | None = None):
@@ -96,7 +97,8 @@ class Pipeline:
         """Run every row, batched by length; each row's outputs cut to its own length."""
         results: list[dict[str, np.ndarray]] = [{} for _ in features]
         task = tasks.TASKS[self.backend.task]
-        for rows in batching.group([len(f) for f in features], self.batch_size, self.max_batch_tokens):
+        for rows in batching.group([len(f) for f in features], self.batch_size, self.max_batch_tokens,
+                                    self.max_pad):
             arrays = batching.collate([vars(features[i]) for i in rows], self.tokenizer.pad_token_id,
                                       self.config.type_vocab_size > 0)
             for i, out in zip(rows, self.run_batch(arrays)):

@@ -68,6 +68,17 @@ def resumed_recipe(saved: dict, given: dict, ignore: tuple[str, ...] = ("out",))
     return {**saved, **{k: given[k] for k in ignore if k in given}}
 
 
+def resume(path: Path, world: int, recipe, given: set[str] | None = None):
+    """Read the run's checkpoint at `path` for a resume on `world` processes: the state and the run's own
+    recipe (of `recipe`'s type). The settings named in `given` (default: all of `recipe`'s) must equal the
+    run's own; the number of processes must too."""
+    state = read(path)
+    check_world(state, world, path)
+    mine = recipe.to_dict()
+    chosen = {k: mine[k] for k in (mine if given is None else given)}
+    return state, type(recipe).from_dict(resumed_recipe(state["recipe"], chosen))
+
+
 def check_world(state: dict, world: int, path: Path) -> None:
     saved = state.get("world", 1)
     if saved != world:

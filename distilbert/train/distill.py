@@ -40,11 +40,7 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, given: se
     rank, world, device = env.rank, env.world, env.device
     state = None
     if resume:
-        state = checkpointing.read(checkpoint_path)
-        checkpointing.check_world(state, world, checkpoint_path)
-        mine = recipe.to_dict()
-        chosen = {k: mine[k] for k in (mine if given is None else given)}
-        recipe = Recipe.from_dict(checkpointing.resumed_recipe(state["recipe"], chosen))
+        state, recipe = checkpointing.resume(checkpoint_path, world, recipe, given)
     elif checkpoint_path.exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it, or choose a new --out")
     autocast_dtype = distributed.autocast_dtype(recipe.precision, device)

@@ -147,11 +147,7 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, overwrite: bool = Fal
     rank, world, device = env.rank, env.world, env.device
     state = None
     if resume:
-        state = checkpointing.read(checkpoint_path)
-        checkpointing.check_world(state, world, checkpoint_path)
-        mine = recipe.to_dict()
-        chosen = {k: mine[k] for k in (mine if given is None else given)}
-        recipe = FinetuneRecipe.from_dict(checkpointing.resumed_recipe(state["recipe"], chosen))
+        state, recipe = checkpointing.resume(checkpoint_path, world, recipe, given)
     else:
         check_output(out, overwrite)
     if recipe.threads:

@@ -1,0 +1,34 @@
+"""batching.group: the one grouping policy, its three limits."""
+
+import numpy as np
+
+from distilbert import batching
+
+
+def _check(lengths, groups):
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))  # each row exactly once
+    for g in groups:
+        assert [lengths[i] for i in g] == sorted((lengths[i] for i in g), reverse=True)  # longest first
+
+
+def test_group_limits():
+    lengths = np.random.default_rng(0).integers(3, 400, 500).tolist()
+    groups = batching.group(lengths, max_batch=8, max_tokens=2000)
+    _check(lengths, groups)
+    for g in groups:
+        assert len(g) <= 8 and (max(lengths[i] for i in g) * len(g) <= 2000 or len(g) == 1)
+
+
+def test_max_pad_runs_a_short_row_apart():
+    # a question's windows: two full ones and a short last one
+    assert batching.group([384, 120, 384], 32) == [[0, 2, 1]]
+    assert batching.group([384, 120, 384], 32, max_pad=0.25) == [[0, 2], [1]]
+    # small differences always share a batch (PAD_SLACK), and a quarter of the longest is allowed
+    assert batching.group([20, 5, 12], 32, max_pad=0.25) == [[0, 2, 1]]
+    assert batching.group([400, 300, 299], 32, max_pad=0.25) == [[0, 1], [2]]
+    lengths = np.random.default_rng(1).integers(3, 512, 300).tolist()
+    groups = batching.group(lengths, 16, max_pad=0.25)
+    _check(lengths, groups)
+    for g in groups:
+        longest = lengths[g[0]]
+        assert all(longest - lengths[i] <= max(batching.PAD_SLACK, 0.25 * longest) for i in g)
