@@ -11,9 +11,9 @@ or the whole job, read -> map -> write, as `distilbert embed INPUT --ray --outpu
     run_job("feature-extraction", "texts.jsonl", "out.parquet", model="./model-onnx", column="text")
 
 Every input column is kept, in the input's order, and the task adds its own (OUTPUTS). A killed actor is
-restarted by Ray and its batches run again; each file of the output is written whole by one task, named by
-its place in the order (part-000000000.parquet, ...), so a retried write replaces its file and every row
-appears exactly once.
+restarted by Ray and its batches run again. The driver writes the output as the blocks arrive, in order
+(Ray's `preserve_order`), one file per block named by its place (part-000000000.parquet, ...): Ray's own
+writer numbers files by write task, and those numbers did not always follow the rows' order.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import ray  # noqa: E402
-from ray.data.datasource import FilenameProvider  # noqa: E402
 
 from . import tasks  # noqa: E402
 from .errors import UserError  # noqa: E402
@@ -297,7 +296,7 @@ def run_job(task: str, input: str, output: str, model: str, column: str | None =
                      precision, actor, **options)
         start = time.perf_counter()
         try:
-            ds.write_parquet(output, filename_provider=_InOrder(), mode="overwrite", ray_remote_args={"num_cpus": 0})
+            _write_in_order(ds, output)
         except Exception as e:  # noqa: BLE001 - a worker's error arrives wrapped; find the user's mistake in it
             raise _explain(e, input) from None
         summary = Summary(_count_rows(output), time.perf_counter() - start, num_actors, cpus_per_actor, output)
@@ -308,14 +307,25 @@ def run_job(task: str, input: str, output: str, model: str, column: str | None =
     return summary
 
 
-class _InOrder(FilenameProvider):
-    """part-NNNNNNNNN.parquet by write task: tasks are numbered in row order, so names sort as rows do."""
+def _write_in_order(ds: ray.data.Dataset, output: str) -> None:
+    """The dataset's rows, in order, into part-NNNNNNNNN.parquet files under `output` (a local folder or a
+    URI pyarrow can write to); an earlier run's part files there are replaced."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
 
-    def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
-        return f"part-{task_index:09d}.parquet"
-
-    def get_filename_for_block(self, block, write_uuid: str, task_index: int, block_index: int) -> str:
-        return self.get_filename_for_task(write_uuid, task_index)  # one block per task (Ray merges them)
+    if "://" in output:
+        fs, root = pafs.FileSystem.from_uri(output)
+    else:
+        fs, root = pafs.LocalFileSystem(), str(Path(output).resolve())
+    fs.create_dir(root, recursive=True)
+    for info in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
+        if info.base_name.startswith("part-") and info.base_name.endswith(".parquet"):
+            fs.delete_file(info.path)
+    written = 0
+    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        if batch.num_rows:
+            pq.write_table(batch, f"{root}/part-{written:09d}.parquet", filesystem=fs)
+            written += 1
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
