@@ -88,8 +88,10 @@ def distill_args(setup, out, *extra):
 
 @pytest.mark.slow
 def test_a_killed_run_resumes_bit_identical(tmp_path, setup):
+    # every run in a fresh process of its own, so all three compute with the same threads and settings
     whole = tmp_path / "whole"
-    run(*distill_args(setup, whole)[1:])
+    subprocess.run([str(a) for a in distill_args(setup, whole)], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
     broken = tmp_path / "broken"
     p = subprocess.Popen([str(a) for a in distill_args(setup, broken)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -98,7 +100,8 @@ def test_a_killed_run_resumes_bit_identical(tmp_path, setup):
     p.send_signal(signal.SIGKILL)  # at whatever moment it is in
     assert p.wait() == -signal.SIGKILL
     assert not (broken / "model.safetensors").exists(), "the run finished before it could be killed"
-    run(*distill_args(setup, broken, "--resume")[1:])
+    subprocess.run([str(a) for a in distill_args(setup, broken, "--resume")], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
     a, b = load_file(whole / "model.safetensors"), load_file(broken / "model.safetensors")
     assert set(a) == set(b)
     for key in a:
