@@ -30,7 +30,7 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, given: se
     from . import checkpointing, distributed
     from .losses import cosine_loss, distillation_loss, mlm_loss, mse_loss
     from .masking import IGNORE, mask_tokens, token_weights
-    from .optim import adamw, linear_schedule, warmup_steps
+    from .optim import adamw, linear_schedule, optimizer_step, warmup_steps
     from .runlog import RunLog
 
     recipe.validate()
@@ -121,13 +121,7 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, given: se
             micro += 1
             if not sync:
                 continue
-            scaler.unscale_(optimizer)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(student.parameters(), recipe.max_grad_norm))
-            scaler.step(optimizer)
-            scaler.update()
-            lr = scheduler.get_last_lr()[0]
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm, lr = optimizer_step(student, optimizer, scheduler, scaler, recipe.max_grad_norm)
             step += 1
             totals = distributed.global_mean(totals, world)  # the logged numbers are the global batch's
             tokens = distributed.global_sum(tokens, world)

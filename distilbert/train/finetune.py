@@ -137,7 +137,7 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, overwrite: bool = Fal
     from torch.nn.parallel import DistributedDataParallel
 
     from . import checkpointing, distributed
-    from .optim import adamw, linear_schedule, warmup_steps
+    from .optim import adamw, linear_schedule, optimizer_step, warmup_steps
     from .runlog import RunLog
 
     recipe = recipe.resolved()
@@ -232,13 +232,7 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, overwrite: bool = Fal
             micro += 1
             if not sync:
                 continue
-            scaler.unscale_(optimizer)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(student.parameters(), recipe.max_grad_norm))
-            scaler.step(optimizer)
-            scaler.update()
-            lr = scheduler.get_last_lr()[0]
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm, lr = optimizer_step(student, optimizer, scheduler, scaler, recipe.max_grad_norm)
             step += 1
             totals = distributed.global_mean(totals, world)
             tokens = distributed.global_sum(tokens, world)

@@ -34,3 +34,18 @@ def linear_schedule(optimizer, warmup: int, total_steps: int):
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def optimizer_step(model, optimizer, scheduler, scaler, max_grad_norm: float) -> tuple[float, float]:
+    """One optimiser step on the accumulated gradients: unscale, clip, step, advance the schedule, zero the
+    gradients. Returns the gradient norm before clipping and the learning rate the step used."""
+    import torch
+
+    scaler.unscale_(optimizer)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
+    scaler.step(optimizer)
+    scaler.update()
+    lr = scheduler.get_last_lr()[0]
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm, lr
