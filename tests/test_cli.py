@@ -165,3 +165,16 @@ def test_our_own_bugs_are_not_reported_as_bad_input(tmp_path, monkeypatch, expor
     monkeypatch.setattr(torch, "load", bug)
     with pytest.raises(TypeError, match="a bug of ours"):
         read_state_dict(tmp_path / "bin")
+
+
+def test_python_dash_m_is_the_same_command(tmp_path):
+    """`python -m distilbert` (where the console script is not on PATH): same commands, same exit codes."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "distilbert", "--help"], capture_output=True, text=True,
+                       env=environment(), timeout=120)
+    assert p.returncode == 0 and "finetune" in p.stdout
+    q = subprocess.run([sys.executable, "-m", "distilbert", "fill-mask", "x [MASK]", "--model", tmp_path / "none"],
+                       capture_output=True, text=True, env=environment(), timeout=120)
+    assert_user_error(q, "none")
