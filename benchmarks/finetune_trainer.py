@@ -34,7 +34,8 @@ from distilbert.data import read  # noqa: E402
 from distilbert.data.glue import get, files, score  # noqa: E402
 
 
-def trainer_run(model: str, data_dir: str, task: str, seed: int, out: Path, epochs: float) -> dict:
+def trainer_run(model: str, data_dir: str, task: str, seed: int, out: Path, epochs: float,
+                max_steps: int = -1) -> dict:
     import numpy as np
     import torch
     import transformers
@@ -60,7 +61,7 @@ def trainer_run(model: str, data_dir: str, task: str, seed: int, out: Path, epoc
 
     trainer, seconds = _train(net, dict(output_dir=str(out / "trainer"), per_device_train_batch_size=32,
                                         per_device_eval_batch_size=32, learning_rate=2e-5, num_train_epochs=epochs,
-                                        seed=seed), Data(train))
+                                        seed=seed), Data(train), max_steps=max_steps)
     predictions = trainer.predict(Data(dev)).predictions
     predicted = predictions[:, 0] if not labels else np.argmax(predictions, -1)
     references = [labels.index(e.label) if labels else float(e.label) for e in dev]
@@ -68,23 +69,21 @@ def trainer_run(model: str, data_dir: str, task: str, seed: int, out: Path, epoc
     return {"task": task, "seed": seed, "metrics": result, "score": score(task, result), "train_seconds": seconds}
 
 
-MAX_STEPS = -1  # --max-steps: time that many steps and stop (the Trainer pads to a fixed length, so every step
-#                costs the same and the time of a whole run is steps x seconds per step)
-
-
-def _train(net, args_kwargs: dict, dataset, collator=None) -> tuple:
+def _train(net, args_kwargs: dict, dataset, collator=None, max_steps: int = -1) -> tuple:
+    """Train; with `max_steps` > 0, time that many steps, print the estimate for the whole run and exit (the
+    Trainer pads to a fixed length, so every step costs the same)."""
     import transformers
 
-    args = transformers.TrainingArguments(save_strategy="no", report_to=[], logging_steps=50, max_steps=MAX_STEPS,
+    args = transformers.TrainingArguments(save_strategy="no", report_to=[], logging_steps=50, max_steps=max_steps,
                                           **args_kwargs)
     trainer = transformers.Trainer(model=net, args=args, train_dataset=dataset, data_collator=collator)
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
-    if MAX_STEPS > 0:
+    if max_steps > 0:
         steps = -(-len(dataset) // args.per_device_train_batch_size) * args.num_train_epochs
-        print(json.dumps({"timed_steps": MAX_STEPS, "seconds_per_step": seconds / MAX_STEPS, "full_run_steps": steps,
-                          "full_run_seconds_estimate": seconds / MAX_STEPS * steps}))
+        print(json.dumps({"timed_steps": max_steps, "seconds_per_step": seconds / max_steps, "full_run_steps": steps,
+                          "full_run_seconds_estimate": seconds / max_steps * steps}))
         sys.exit(0)
     return trainer, seconds
 
@@ -102,7 +101,8 @@ class _Rows:
         return self.rows[i]
 
 
-def ner_run(model: str, train_file: str, dev_file: str, seed: int, out: Path, epochs: float) -> dict:
+def ner_run(model: str, train_file: str, dev_file: str, seed: int, out: Path, epochs: float,
+            max_steps: int = -1) -> dict:
     import transformers
 
     from distilbert.evaluate import evaluate
@@ -122,14 +122,15 @@ def ner_run(model: str, train_file: str, dev_file: str, seed: int, out: Path, ep
             previous = word
         rows.append({**enc, "labels": tags})
     trainer, seconds = _train(net, dict(output_dir=str(out / "trainer"), num_train_epochs=epochs, seed=seed), _Rows(rows),
-                              transformers.DataCollatorForTokenClassification(tokenizer))
+                              transformers.DataCollatorForTokenClassification(tokenizer), max_steps)
     trainer.save_model(str(out / "model"))
     tokenizer.save_pretrained(str(out / "model"))
     result = evaluate(str(out / "model"), "token-classification", dev_file, progress=False)["metrics"]
     return {"task": "ner", "seed": seed, "metrics": result, "score": 100 * result["overall_f1"], "train_seconds": seconds}
 
 
-def squad_run(model: str, train_file: str, dev_file: str, seed: int, out: Path, epochs: float) -> dict:
+def squad_run(model: str, train_file: str, dev_file: str, seed: int, out: Path, epochs: float,
+              max_steps: int = -1) -> dict:
     import transformers
 
     from distilbert.evaluate import evaluate
@@ -163,7 +164,8 @@ def squad_run(model: str, train_file: str, dev_file: str, seed: int, out: Path, 
                      **({"token_type_ids": enc["token_type_ids"][i]} if "token_type_ids" in enc else {}),
                      "start_positions": start, "end_positions": end})
     trainer, seconds = _train(net, dict(output_dir=str(out / "trainer"), per_device_train_batch_size=12,
-                                        learning_rate=3e-5, num_train_epochs=epochs, seed=seed), _Rows(rows))
+                                        learning_rate=3e-5, num_train_epochs=epochs, seed=seed), _Rows(rows),
+                              max_steps=max_steps)
     trainer.save_model(str(out / "model"))
     tokenizer.save_pretrained(str(out / "model"))
     result = evaluate(str(out / "model"), "question-answering", dev_file, progress=False)["metrics"]
@@ -216,16 +218,14 @@ def main() -> None:
     a = p.parse_args()
     if a.summary:
         return summary(Path(a.summary))
-    global MAX_STEPS
-    MAX_STEPS = a.max_steps
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.task == "ner":
-        result = ner_run(a.model, a.train, a.validation, a.seed, out, a.epochs or 3.0)
+        result = ner_run(a.model, a.train, a.validation, a.seed, out, a.epochs or 3.0, a.max_steps)
     elif a.task == "squad":
-        result = squad_run(a.model, a.train, a.validation, a.seed, out, a.epochs or 2.0)
+        result = squad_run(a.model, a.train, a.validation, a.seed, out, a.epochs or 2.0, a.max_steps)
     else:
-        result = trainer_run(a.model, a.data_dir, a.task, a.seed, out, a.epochs or 3.0)
+        result = trainer_run(a.model, a.data_dir, a.task, a.seed, out, a.epochs or 3.0, a.max_steps)
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))
 

@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -169,9 +171,6 @@ def test_our_own_bugs_are_not_reported_as_bad_input(tmp_path, monkeypatch, expor
 
 def test_python_dash_m_is_the_same_command(tmp_path):
     """`python -m distilbert` (where the console script is not on PATH): same commands, same exit codes."""
-    import subprocess
-    import sys
-
     p = subprocess.run([sys.executable, "-m", "distilbert", "--help"], capture_output=True, text=True,
                        env=environment(), timeout=120)
     assert p.returncode == 0 and "finetune" in p.stdout
