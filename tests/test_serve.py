@@ -9,6 +9,7 @@ import asyncio
 import base64
 import contextlib
 import importlib.util
+import inspect
 import json
 import os
 import random
@@ -206,6 +207,10 @@ def test_embed_equals_the_pipeline(embedder):
         r = client.post("/embed", json={"inputs": texts[0]})
         assert r.status_code == 200
         assert_same(r.json(), [pipe(texts[0], pooling="mean", normalize=True)])
+        # float32 written as the shortest text that reads back to the same float32 (as TEI writes them)
+        np.testing.assert_array_equal(np.asarray(r.json(), dtype=np.float32),
+                                      np.asarray([pipe(texts[0], pooling="mean", normalize=True)], dtype=np.float32))
+        assert len(r.content) < 12 * len(r.json()[0])
         for name in ("x-compute-time", "x-compute-characters", "x-compute-tokens", "x-total-time",
                      "x-tokenization-time", "x-queue-time", "x-inference-time"):
             assert r.headers[name].isdigit(), name
@@ -215,6 +220,16 @@ def test_embed_equals_the_pipeline(embedder):
         assert_same(r.json(), pipe(texts, pooling="mean", normalize=False))
         r = client.post("/embed_all", json={"inputs": texts})
         assert_same(r.json(), pipe(texts))
+
+
+def test_route_dependencies_run_on_the_event_loop():
+    """A plain-`def` dependency would make FastAPI hop to its thread pool and back on every request."""
+    from distilbert.serve import hf, openai, tei
+
+    for router in (tei.router, openai.router, hf.router):
+        for route in router.routes:
+            for dependency in route.dependant.dependencies:
+                assert inspect.iscoroutinefunction(dependency.call), f"{route.path}: {dependency.call.__name__} is sync"
 
 
 def test_truncation(embedder):

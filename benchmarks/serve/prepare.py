@@ -1,4 +1,5 @@
-"""The full-size random-weight distilbert-base-uncased (as benchmarks/run.py makes it) and our ONNX exports of it.
+"""The full-size random-weight distilbert-base-uncased (as benchmarks/run.py makes it) and our ONNX exports of it
+(fp32, optimised, and dynamic int8).
 
 usage: .venv/bin/python benchmarks/serve/prepare.py   (once; writes benchmarks/.cache/serve/)
 """
@@ -24,9 +25,9 @@ def main() -> None:
         model.save_pretrained(hf)
         transformers.BertTokenizerFast(str(DATA / "vocab" / "bert-base-uncased-vocab.txt")).save_pretrained(hf)
     for task, name in (("fill-mask", "onnx-fill-mask"), ("feature-extraction", "onnx-features")):
-        if not (CACHE / name / "export_report.json").exists():  # written last, after validation
+        if not all((CACHE / name / f).exists() for f in ("model_quantized.onnx", "export_report.json")):  # report: last
             subprocess.run([sys.executable, "-m", "distilbert.cli", "export", str(hf), str(CACHE / name), "--task", task,
-                            "--optimize"], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            "--optimize", "--quantize", "int8"], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     print(CACHE)
 
 

@@ -162,6 +162,7 @@ def _torch_export(net, task: str, inputs: list[str], names: list[str], path: Pat
         if masked_lm:  # an input with a default: callers that do not feed it (Optimum) get every position
             proto.graph.initializer.append(onnx.numpy_helper.from_array(np.array(True), ALL_POSITIONS))
         onnx.helper.set_model_props(proto, {"mask_token_id": str(mask_id), "exported_by": "distilbert"})
+        untie_weights(proto)
         save_model(proto, path)
     except (torch.onnx.errors.OnnxExporterError, RuntimeError) as e:
         # The opset is the one input here a user chooses: an operator it lacks, or a version torch cannot write.
@@ -173,6 +174,37 @@ def _torch_export(net, task: str, inputs: list[str], names: list[str], path: Pat
     finally:
         net.eval()  # the exporter restores the wrapper's mode recursively; a fresh wrapper was in training mode
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def untie_weights(proto) -> list[str]:
+    """Give each weight a product (Gemm, MatMul) reads its own initializer when other nodes read it too.
+
+    The masked-LM head's projection is tied to the word embeddings, which the embedding lookup also reads.
+    ONNX Runtime then does not pre-pack it for its GEMM, and packs the 30,522 x 768 matrix again on every run
+    with more than one [MASK]: 45 ms a batch of 10 texts on two cores (300 ms against 255 ms). A copy costs the
+    matrix's bytes once on disk; in memory ONNX Runtime keeps only the packed copy. Returns the names copied.
+    """
+    import onnx
+
+    readers: dict[str, int] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    initializers = {i.name: i for i in proto.graph.initializer}
+    copied = []
+    for node in proto.graph.node:
+        if node.op_type not in ("Gemm", "MatMul") or len(node.input) < 2:
+            continue
+        name = node.input[1]
+        if name in initializers and readers[name] > 1:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(initializers[name])
+            copy.name = f"{name}.{node.op_type.lower()}"
+            proto.graph.initializer.append(copy)
+            node.input[1] = copy.name
+            readers[name] -= 1
+            copied.append(name)
+    return copied
 
 
 def masked_lm_logits(net, h, input_ids, mask_id: int, all_positions):

@@ -13,6 +13,7 @@ doc_stride, ...), plus `truncate` (false: 413 for a text over the maximum) for e
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -70,15 +71,23 @@ async def answer(server: Server, body: InferenceRequest):
 
 
 def check_parameters(server: Server, params: dict[str, Any]) -> None:
-    signature = inspect.signature(server.pipe.preprocess)
-    accepted = [name for name, p in list(signature.parameters.items())[1:]
-                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    if any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()):
+    accepted = accepted_parameters(type(server.pipe).preprocess)
+    if accepted is None:
         return
     unknown = [name for name in params if name not in accepted]
     if unknown:
         raise ApiError(422, "Validation", f"parameters.{unknown[0]}: {server.task} has no parameter {unknown[0]!r}; "
                        f"it takes {', '.join([*accepted, 'truncate'])}")
+
+
+@functools.cache
+def accepted_parameters(preprocess) -> tuple[str, ...] | None:
+    """The keyword parameters a pipeline's `preprocess` takes (None: any), read once, not on every request."""
+    signature = inspect.signature(preprocess)
+    if any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()):
+        return None
+    return tuple(name for name, p in list(signature.parameters.items())[2:]  # self, inputs
+                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
 
 
 def inputs_of(task: str, inputs: Any) -> tuple[bool, list, tuple[list[str], list[str | None]]]:
