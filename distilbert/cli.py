@@ -786,7 +786,7 @@ def finetune_options(skip: tuple[str, ...] = ()) -> list[Option]:
         "problem_type": option("--problem-type", choices=PROBLEM_TYPES,
                                help="default: read from the labels (lists: multi-label; fractions: regression)"),
         "precision": option("--precision", choices=("auto", "fp32", "bf16", "fp16"),
-                            help="autocast; auto (default): bf16 on GPUs that have it, else fp32"),
+                            help="autocast; auto (default): bf16 on GPUs that have it and on AMX CPUs, else fp32"),
         "adam_betas": option("--adam-betas", type=float, nargs=2, help="recipe default 0.9 0.999"),
         "tag_column": option("--tag-column", type=int, help="CoNLL: the tag's column from 0, negative from the end "
                                                            "(recipe default -1)"),

@@ -1,6 +1,7 @@
 """The training infrastructure every loop shares: parameter groups, schedule, checkpoints, resume checks, the log."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -89,6 +90,17 @@ def test_fp16_on_a_cpu_is_a_clear_error():
         distributed.autocast_dtype("fp16", torch.device("cpu"))
     assert distributed.autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
     assert distributed.autocast_dtype("fp32", torch.device("cpu")) is None
+
+
+def test_auto_precision_is_bf16_where_the_cpu_computes_it(monkeypatch):
+    cpu = torch.device("cpu")
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else None
+    if flags is not None:  # the probe agrees with the kernel's view of this CPU
+        assert distributed.cpu_has_amx() == ("amx_bf16" in flags)
+    monkeypatch.setattr(distributed, "cpu_has_amx", lambda: True)
+    assert distributed.best_precision(cpu) == "bf16"
+    monkeypatch.setattr(distributed, "cpu_has_amx", lambda: False)
+    assert distributed.best_precision(cpu) == "fp32"
 
 
 def test_the_log_is_cut_back_to_the_checkpoint_on_resume(tmp_path):

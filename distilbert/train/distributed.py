@@ -59,10 +59,27 @@ def autocast_dtype(precision: str, device):
 
 
 def best_precision(device) -> str:
-    """bf16 where the hardware computes it natively (recent GPUs), else fp32 (CPU autocast is slower)."""
+    """bf16 where the hardware computes it natively, else fp32.
+
+    Natively: recent GPUs, and CPUs with AMX (Intel Sapphire Rapids and later), where bf16 autocast trains
+    MiniLM 1.4x (batch 8 x 40 tokens) to 1.9x (32 x 100) faster than fp32 on two cores. Other CPUs emulate
+    bf16 and run it slower than fp32.
+    """
     import torch
 
-    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_amx() else "fp32"
+
+
+def cpu_has_amx() -> bool:
+    import torch
+
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch >= 2.3
+    try:
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:
+        return False
 
 
 def global_mean(values: dict[str, float], world: int) -> dict[str, float]:

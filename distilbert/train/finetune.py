@@ -70,7 +70,7 @@ class FinetuneRecipe(Settings):
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_epsilon: float = 1e-8
     max_grad_norm: float = 1.0
-    precision: str = "auto"  # auto: bf16 autocast where the GPU has it, else fp32; or fp32, bf16, fp16
+    precision: str = "auto"  # auto: bf16 autocast where the hardware has it (recent GPU, AMX CPU), else fp32
     seed: int = 42
     # distillation during fine-tuning
     temperature: float = 2.0
