@@ -345,6 +345,10 @@ def test_hf_fill_mask(filler):
         assert r.status_code == 422 and "[MASK]" in r.json()["error"]
         r = client.post("/", json={"inputs": text, "parameters": {"top_k": 0}})
         assert r.status_code == 422 and "top_k" in r.json()["error"]
+        for _ in range(2):  # the accepted names are read once, then from the cache: the same answer
+            r = client.post("/", json={"inputs": text, "parameters": {"colour": 1}})
+            assert r.status_code == 422 and r.json()["error"].startswith("parameters.colour:")
+            assert r.json()["error"].endswith("it takes top_k, targets, truncate")
         r = client.post("/", json={"inputs": 5})
         assert r.status_code == 422 and "inputs" in r.json()["error"]
         assert client.post("/embed", json={"inputs": "a"}).status_code == 424

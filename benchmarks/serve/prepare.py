@@ -14,6 +14,11 @@ CACHE = ROOT / "benchmarks" / ".cache" / "serve"
 DATA = Path(os.environ.get("DISTILBERT_DATA", ROOT.parent / "shared" / "data"))
 
 
+def ready(folder: Path) -> bool:
+    """An export that finished: its int8 file and its report, written last, after validation."""
+    return all((folder / f).exists() for f in ("model_quantized.onnx", "export_report.json"))
+
+
 def main() -> None:
     import torch
     import transformers
@@ -25,7 +30,7 @@ def main() -> None:
         model.save_pretrained(hf)
         transformers.BertTokenizerFast(str(DATA / "vocab" / "bert-base-uncased-vocab.txt")).save_pretrained(hf)
     for task, name in (("fill-mask", "onnx-fill-mask"), ("feature-extraction", "onnx-features")):
-        if not all((CACHE / name / f).exists() for f in ("model_quantized.onnx", "export_report.json")):  # report: last
+        if not ready(CACHE / name):
             subprocess.run([sys.executable, "-m", "distilbert.cli", "export", str(hf), str(CACHE / name), "--task", task,
                             "--optimize", "--quantize", "int8"], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     print(CACHE)

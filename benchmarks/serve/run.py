@@ -31,6 +31,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+import prepare  # benchmarks/serve/prepare.py, beside this script
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CACHE = ROOT / "benchmarks" / ".cache" / "serve"
@@ -192,8 +194,7 @@ def main() -> None:
     clients = [int(c) for c in args.clients.split(",")]
     if (args.backend, args.precision) in (("onnx", "bf16"), ("torch", "int8")):
         p.error(f"--precision {args.precision} does not run on --backend {args.backend}: int8 is onnx, bf16 torch")
-    if any(not all((CACHE / WORKLOADS[w][2] / f).exists() for f in ("model_quantized.onnx", "export_report.json"))
-           for w in args.only.split(",")):
+    if not all(prepare.ready(CACHE / WORKLOADS[w][2]) for w in args.only.split(",")):
         subprocess.run([str(PYTHON), str(HERE / "prepare.py")], check=True)
     results: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared)",
                      "seconds": args.seconds, "backend": args.backend, "precision": args.precision, "runs": []}

@@ -176,13 +176,13 @@ def _torch_export(net, task: str, inputs: list[str], names: list[str], path: Pat
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def untie_weights(proto) -> list[str]:
+def untie_weights(proto) -> None:
     """Give each weight a product (Gemm, MatMul) reads its own initializer when other nodes read it too.
 
     The masked-LM head's projection is tied to the word embeddings, which the embedding lookup also reads.
     ONNX Runtime then does not pre-pack it for its GEMM, and packs the 30,522 x 768 matrix again on every run
     with more than one [MASK]: 45 ms a batch of 10 texts on two cores (300 ms against 255 ms). A copy costs the
-    matrix's bytes once on disk; in memory ONNX Runtime keeps only the packed copy. Returns the names copied.
+    matrix's bytes once on disk; in memory ONNX Runtime keeps only the packed copy.
     """
     import onnx
 
@@ -191,7 +191,6 @@ def untie_weights(proto) -> list[str]:
         for name in node.input:
             readers[name] = readers.get(name, 0) + 1
     initializers = {i.name: i for i in proto.graph.initializer}
-    copied = []
     for node in proto.graph.node:
         if node.op_type not in ("Gemm", "MatMul") or len(node.input) < 2:
             continue
@@ -203,8 +202,6 @@ def untie_weights(proto) -> list[str]:
             proto.graph.initializer.append(copy)
             node.input[1] = copy.name
             readers[name] -= 1
-            copied.append(name)
-    return copied
 
 
 def masked_lm_logits(net, h, input_ids, mask_id: int, all_positions):
