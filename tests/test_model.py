@@ -96,3 +96,38 @@ def test_fresh_model_initialisation():
     assert abs(net.encoder.transformer.layer[0].ffn.lin1.weight.std().item() - 0.02) < 0.005
     out = net(torch.tensor([[1, 2, 3]]))
     assert out["logits"].shape == (1, 3, 50)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_keeps_each_element_with_probability_1_minus_p(p):
+    from distilbert.model import dropout
+
+    x = torch.randn(1000, 1000, requires_grad=True)
+    torch.manual_seed(0)
+    y = dropout(x, p, True)
+    keep = y != 0
+    assert abs(keep.float().mean().item() - (1 - p)) < 0.003  # 10^6 draws: 5 standard deviations at most
+    torch.testing.assert_close(y[keep], x[keep] * (1 / (1 - p)), rtol=0, atol=0)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, keep.float() / (1 - p), rtol=1e-6, atol=0)
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x, p, True), y)  # the global generator's stream: seeded runs repeat
+    assert not torch.equal(dropout(x, p, True), y)
+    assert dropout(x, p, False) is x and dropout(x, 0.0, True) is x
+    assert not dropout(x, 1.0, True).any()
+
+
+def test_training_attention_is_the_same_function_as_inference(checkpoint_factory, monkeypatch):
+    """On a CPU, training with attention dropout takes the explicit path; with every mask all ones it
+    computes what inference computes (SDPA)."""
+    import distilbert.model as model
+
+    folder, _ = checkpoint_factory("distilbert", "ForMaskedLM")
+    net, config, _ = load(folder, "fill-mask")
+    assert config.attention_dropout > 0 and config.dropout > 0
+    ids, mask, _ = batch("distilbert", config.vocab_size)
+    with torch.no_grad():
+        expected = net.eval()(ids, mask)["logits"]
+        monkeypatch.setattr(model, "dropout", lambda x, p, training: x)
+        got = net.train()(ids, mask)["logits"]
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)

@@ -118,3 +118,53 @@ def test_the_log_is_cut_back_to_the_checkpoint_on_resume(tmp_path):
     fresh = runlog.RunLog(tmp_path, True, total=5, progress=False)  # a new run starts a new log
     fresh.close()
     assert (tmp_path / "log.jsonl").read_text() == ""
+
+
+def test_freed_memory_is_kept_for_reuse_on_glibc():
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip(f"the C library is {platform.libc_ver()[0] or 'unknown'}, not glibc")
+    assert distributed.keep_freed_memory()
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in
+                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                     "keepcost")]
+
+    mallinfo2 = ctypes.CDLL(None).mallinfo2
+    mallinfo2.restype = MallInfo2
+    mapped = mallinfo2().hblkhd
+    big = torch.zeros(64 << 20, dtype=torch.uint8)  # over glibc's largest mmap threshold (32 MB)
+    assert mallinfo2().hblkhd == mapped  # served from the heap, not a fresh mapping
+    del big
+    assert mallinfo2().fordblks >= 64 << 20  # freed and kept, not given back
+
+
+@pytest.mark.parametrize("max_grad_norm", [1e-7, 1e3])  # clipped to the size of Adam's epsilon, and not clipped
+def test_clipping_inside_the_fused_step_is_clip_grad_norm_then_step(max_grad_norm):
+    from distilbert.train.optim import optimizer_step
+
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Linear(4, 3)) for _ in range(3)]
+    for net in nets[1:]:
+        net.load_state_dict(nets[0].state_dict())
+    opts = [adamw(net, 1e-2, 0.01) for net in nets]
+    scheds = [linear_schedule(opt, 0, 10) for opt in opts]
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    x = torch.randn(7, 5)
+    for _ in range(3):
+        for net in nets:
+            net(x).square().sum().backward()
+        norm, lr = optimizer_step(nets[0], opts[0], scheds[0], scaler, max_grad_norm)
+        assert not hasattr(opts[0], "grad_scale")
+        assert norm == pytest.approx(float(torch.nn.utils.clip_grad_norm_(nets[1].parameters(), max_grad_norm)), rel=1e-6)
+        for opt, sched in zip(opts[1:], scheds[1:]):  # nets[1]: clipped in place, then stepped; nets[2]: never clipped
+            opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
+    for ours, clipped, unclipped in zip(*(net.parameters() for net in nets)):
+        if max_grad_norm > 1:
+            assert torch.equal(ours, clipped) and torch.equal(ours, unclipped)
+        else:
+            torch.testing.assert_close(ours, clipped, rtol=1e-6, atol=1e-7)
+            assert (ours - unclipped).abs().max() > 1e-3  # the clipping took effect

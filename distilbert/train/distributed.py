@@ -35,9 +35,30 @@ def setup() -> Setup:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
+        keep_freed_memory()
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Setup(rank, world, device)
+
+
+def keep_freed_memory() -> bool:
+    """Ask the C library (glibc) to keep freed memory for reuse instead of giving it back to the system.
+
+    Every training step frees and allocates again the same large tensors: the word embedding's dense gradient
+    is 30,522 x dim floats (47 MB for MiniLM, 94 MB for DistilBERT-base). glibc maps each block over 32 MB
+    afresh and unmaps it when freed, so every step faults in new pages: zeroing that gradient took 14 ms on
+    fresh pages against 1.2 ms on pages already mapped. With mmap off for allocations and a 1 GB trim
+    threshold, a MiniLM CoNLL step (batch 8, two cores) went from 131 to 110 ms. The cost is that the process
+    keeps its peak memory. Returns False where the C library has no `mallopt` (not glibc).
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # malloc.h
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 
 def autocast_dtype(precision: str, device):
