@@ -43,6 +43,8 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     on their low 24 bits (float32 `rand` has the same 24-bit grain): 2.7 ns an element against `bernoulli_`'s
     7-11, which on two cores was a tenth of a MiniLM fine-tuning step. Elsewhere, PyTorch's fused kernel.
     """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be between 0 and 1, got {p}")
     if not training or p == 0.0:
         return x
     if x.device.type != "cpu" or p >= 1.0:

@@ -106,7 +106,7 @@ def test_dropout_keeps_each_element_with_probability_1_minus_p(p):
     torch.manual_seed(0)
     y = dropout(x, p, True)
     keep = y != 0
-    assert abs(keep.float().mean().item() - (1 - p)) < 0.003  # 10^6 draws: 5 standard deviations at most
+    assert abs(keep.float().mean().item() - (1 - p)) < 0.003  # seeded; 10^6 draws: 6 to 10 standard deviations
     torch.testing.assert_close(y[keep], x[keep] * (1 / (1 - p)), rtol=0, atol=0)
     y.sum().backward()
     torch.testing.assert_close(x.grad, keep.float() / (1 - p), rtol=1e-6, atol=0)
@@ -115,6 +115,8 @@ def test_dropout_keeps_each_element_with_probability_1_minus_p(p):
     assert not torch.equal(dropout(x, p, True), y)
     assert dropout(x, p, False) is x and dropout(x, 0.0, True) is x
     assert not dropout(x, 1.0, True).any()
+    with pytest.raises(ValueError, match="between 0 and 1, got -0.1"):
+        dropout(x, -0.1, True)
 
 
 def test_training_attention_is_the_same_function_as_inference(checkpoint_factory, monkeypatch):

@@ -120,26 +120,53 @@ def test_the_log_is_cut_back_to_the_checkpoint_on_resume(tmp_path):
     assert (tmp_path / "log.jsonl").read_text() == ""
 
 
-def test_freed_memory_is_kept_for_reuse_on_glibc():
+KEEP_FREED_MEMORY_PROBE = """
+import ctypes, sys
+import torch
+from distilbert.train import distributed
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                                               "uordblks", "fordblks", "keepcost")]
+
+mallinfo2 = ctypes.CDLL(None).mallinfo2
+mallinfo2.restype = MallInfo2
+kept = distributed.keep_freed_memory()
+mapped = mallinfo2().hblkhd
+big = torch.zeros(48 << 20, dtype=torch.uint8)  # over glibc's largest mmap threshold (32 MB)
+from_heap = mallinfo2().hblkhd == mapped  # not a fresh mapping
+del big
+print(kept, from_heap, mallinfo2().fordblks >= 48 << 20)  # freed and kept, not given back
+"""
+
+
+@pytest.mark.parametrize("setting", [None, "0"])
+def test_freed_memory_is_kept_for_reuse_on_glibc(setting):
+    """In a process of its own: the setting is for the whole process."""
     import ctypes
+    import os
     import platform
+    import subprocess
+    import sys
 
-    if platform.libc_ver()[0] != "glibc":
-        pytest.skip(f"the C library is {platform.libc_ver()[0] or 'unknown'}, not glibc")
-    assert distributed.keep_freed_memory()
+    if platform.libc_ver()[0] != "glibc" or not hasattr(ctypes.CDLL(None), "mallinfo2"):
+        pytest.skip("needs glibc 2.33 or later (mallinfo2) to observe")
+    env = {k: v for k, v in os.environ.items() if k != "DISTILBERT_KEEP_FREED_MEMORY"}
+    if setting is not None:
+        env["DISTILBERT_KEEP_FREED_MEMORY"] = setting
+    out = subprocess.run([sys.executable, "-c", KEEP_FREED_MEMORY_PROBE], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == (["True", "True", "True"] if setting is None else ["False", "False", "False"])
 
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [(name, ctypes.c_size_t) for name in
-                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                     "keepcost")]
 
-    mallinfo2 = ctypes.CDLL(None).mallinfo2
-    mallinfo2.restype = MallInfo2
-    mapped = mallinfo2().hblkhd
-    big = torch.zeros(64 << 20, dtype=torch.uint8)  # over glibc's largest mmap threshold (32 MB)
-    assert mallinfo2().hblkhd == mapped  # served from the heap, not a fresh mapping
-    del big
-    assert mallinfo2().fordblks >= 64 << 20  # freed and kept, not given back
+def test_max_grad_norm_must_be_positive(tmp_path):
+    from distilbert.train.finetune import FinetuneRecipe
+    from distilbert.train.recipe import Recipe
+
+    with pytest.raises(UserError, match="--max-grad-norm must be above 0, got -1"):
+        FinetuneRecipe(model="m", out=str(tmp_path), task="text-classification", max_grad_norm=-1.0).resolved()
+    with pytest.raises(UserError, match="max_grad_norm must be above 0, got 0"):
+        Recipe(student="s", data="d", out=str(tmp_path), max_grad_norm=0.0).validate()
 
 
 @pytest.mark.parametrize("max_grad_norm", [1e-7, 1e3])  # clipped to the size of Adam's epsilon, and not clipped

@@ -47,15 +47,20 @@ def keep_freed_memory() -> bool:
     Every training step frees and allocates again the same large tensors: the word embedding's dense gradient
     is 30,522 x dim floats (47 MB for MiniLM, 94 MB for DistilBERT-base). glibc maps each block over 32 MB
     afresh and unmaps it when freed, so every step faults in new pages: zeroing that gradient took 14 ms on
-    fresh pages against 1.2 ms on pages already mapped. With mmap off for allocations and a 1 GB trim
+    fresh pages against 1.2 ms on pages already mapped. With mmap off for the main thread's allocations (glibc
+    still maps blocks over 64 MB for other threads) and a 1 GB trim
     threshold, a MiniLM CoNLL step (batch 8, two cores) went from 131 to 110 ms. The cost is that the process
-    keeps its peak memory. Returns False where the C library has no `mallopt` (not glibc).
+    keeps its peak memory. Training runs call it (`setup`); `DISTILBERT_KEEP_FREED_MEMORY=0` turns it off.
+    Returns False where it does nothing: not Linux, no glibc `mallopt`, or turned off.
     """
     import ctypes
+    import sys
 
+    if not sys.platform.startswith("linux") or os.environ.get("DISTILBERT_KEEP_FREED_MEMORY") == "0":
+        return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):
         return False
     M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # malloc.h
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))

@@ -93,6 +93,8 @@ class FinetuneRecipe(Settings):
             raise UserError("no model to fine-tune: give --model (a DistilBERT or BERT folder or hub id)")
         if not r.out:
             raise UserError("no output folder: give --out")
+        if not r.max_grad_norm > 0:
+            raise UserError(f"--max-grad-norm must be above 0, got {r.max_grad_norm}")
         task = tasks.get(r.task).name
         if task not in TASKS:
             raise UserError(f"finetune trains {', '.join(TASKS)}, not {task}")

@@ -56,7 +56,7 @@ def optimizer_step(model, optimizer, scheduler, scaler, max_grad_norm: float) ->
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads)
         scale = (norm + 1e-6) / max_grad_norm  # clip_grad_norm_'s factor, inverted
-        if scale > 1:
+        if not torch.isfinite(scale) or scale > 1:  # a NaN norm spreads NaN to every gradient, as in clip_grad_norm_
             optimizer.grad_scale = scale.to(torch.float32)
         try:
             optimizer.step()

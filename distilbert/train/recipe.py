@@ -108,3 +108,5 @@ class Recipe(Settings):
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.teacher is None and self.alpha_mlm <= 0:
             raise UserError("pretraining without a teacher needs alpha_mlm > 0")
+        if not self.max_grad_norm > 0:
+            raise UserError(f"max_grad_norm must be above 0, got {self.max_grad_norm}")
