@@ -121,7 +121,7 @@ def test_the_log_is_cut_back_to_the_checkpoint_on_resume(tmp_path):
 
 
 KEEP_FREED_MEMORY_PROBE = """
-import ctypes, sys
+import ctypes
 import torch
 from distilbert.train import distributed
 
@@ -185,8 +185,9 @@ def test_clipping_inside_the_fused_step_is_clip_grad_norm_then_step(max_grad_nor
         for net in nets:
             net(x).square().sum().backward()
         norm, lr = optimizer_step(nets[0], opts[0], scheds[0], scaler, max_grad_norm)
+        expected = float(torch.nn.utils.clip_grad_norm_(nets[1].parameters(), max_grad_norm))
         assert not hasattr(opts[0], "grad_scale")
-        assert norm == pytest.approx(float(torch.nn.utils.clip_grad_norm_(nets[1].parameters(), max_grad_norm)), rel=1e-6)
+        assert norm == pytest.approx(expected, rel=1e-6)
         for opt, sched in zip(opts[1:], scheds[1:]):  # nets[1]: clipped in place, then stepped; nets[2]: never clipped
             opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
     for ours, clipped, unclipped in zip(*(net.parameters() for net in nets)):
