@@ -116,6 +116,11 @@ def differences(whole, other) -> list[str]:
     return found
 
 
+def brief(found: list[str]) -> str:
+    """The first three weights that differ, and the first step whose loss differs."""
+    return "; ".join(found[:-1][:3] + found[-1:])
+
+
 @pytest.mark.slow
 def test_a_killed_run_resumes_bit_identical(tmp_path, setup):
     # every run in a fresh process of its own, so all of them compute with the same threads and settings
@@ -133,9 +138,12 @@ def test_a_killed_run_resumes_bit_identical(tmp_path, setup):
         repeats = not differences(whole, again)
         second = killed_and_resumed(setup, tmp_path / "broken-again")
         found_again = differences(whole, tmp_path / "broken-again")
-        report = (f"resumed from step {step}: {'; '.join(found[:3] + found[-1:])}. An uninterrupted run repeated "
+        if found_again and not repeats:  # the platform itself varies: equalling either uninterrupted run will do
+            found_again = found_again if differences(again, tmp_path / "broken-again") else []
+        outcome = brief(found_again) if found_again else "equalled an uninterrupted run"
+        report = (f"resumed from step {step}: {brief(found)}. An uninterrupted run repeated "
                   f"{'bit for bit' if repeats else 'with differences'}; a second kill (resumed from step {second}) "
-                  f"{'; '.join(found_again[:3] + found_again[-1:]) if found_again else 'was bit-identical'}")
+                  f"{outcome}")
         assert not found_again, report
         warnings.warn(f"a killed run once resumed to other weights: {report}")
 
