@@ -71,6 +71,24 @@ def test_checkpoint_round_trip_and_atomic_write(tmp_path):
         checkpointing.read(tmp_path / "none.pt")
 
 
+def test_resume_takes_back_the_runs_number_of_threads(tmp_path):
+    net = torch.nn.Linear(2, 2)
+    path = tmp_path / "checkpoint.pt"
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        checkpointing.write(path, {}, 1, {"step": 1}, model=net)
+        torch.set_num_threads(3)
+        checkpointing.restore(checkpointing.read(path), model=net)
+        assert torch.get_num_threads() == 1
+        state = checkpointing.read(path)
+        del state["threads"]  # a checkpoint from before the count was saved: left as it is
+        checkpointing.restore(state, model=net)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_resume_refuses_settings_that_differ_naming_them():
     saved = {"epochs": 3, "learning_rate": 2e-5, "adam_betas": [0.9, 0.999], "out": "a"}
     assert checkpointing.resumed_recipe(saved, {"epochs": 3, "adam_betas": (0.9, 0.999), "out": "b"})["out"] == "b"
