@@ -189,13 +189,11 @@ def summary(run: Path) -> None:
               f"{spread(theirs) if theirs else '-'} |" if theirs else f"| {task} | {statistics.median(mine):.1f} | - | - | - |")
     trainer_seconds = sum(v for k, v in times.items() if k.startswith("trainer-") and k.split("-")[1] in ours["runs"])
     print(f"\nwall time: ours (glue) {times.get('glue', 0)} s, Trainer {trainer_seconds} s")
-    for name, theirs in (("ner", "ner"), ("ner-b32", "ner"), ("qa", "squad")):
+    for name, theirs in (("ner", "ner"), ("ner-b32", None), ("qa", "squad")):  # the Trainer's NER once, beside "ner"
         path = run / f"{name}-eval.json"
         if path.is_file():
             print(f"{name}, ours: {path.read_text().strip()} ({times.get(name, '?')} s)")
-        if name == "ner-b32":
-            continue  # the Trainer's NER runs print once, beside "ner"
-        for result in sorted((run / "trainer" / theirs).glob("seed-*/results.json")):
+        for result in [] if theirs is None else sorted((run / "trainer" / theirs).glob("seed-*/results.json")):
             r = json.loads(result.read_text())
             seconds = times.get(f"trainer-{theirs}-{r['seed']}", "?")
             print(f"{name}, Trainer seed {r['seed']}: score {r['score']:.1f} ({seconds} s)")

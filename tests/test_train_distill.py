@@ -15,6 +15,7 @@ import transformers
 from safetensors.torch import load_file
 
 from distilbert.errors import UserError
+from distilbert.train import checkpointing
 from distilbert.train.data import prepare
 from distilbert.train.distill import train
 from distilbert.train.evaluate import evaluate_mlm
@@ -87,6 +88,11 @@ def distill_args(setup, out, *extra):
             "--checkpoint-every", 3, *extra]
 
 
+def uninterrupted(setup, out, *extra):
+    subprocess.run([str(a) for a in distill_args(setup, out, *extra)], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+
+
 def killed_and_resumed(setup, out):
     """A run killed with SIGKILL at whatever moment follows its first checkpoint, then resumed, each in a process
     of its own. Returns the step it resumed from."""
@@ -97,9 +103,8 @@ def killed_and_resumed(setup, out):
     p.send_signal(signal.SIGKILL)  # at whatever moment it is in
     assert p.wait() == -signal.SIGKILL
     assert not (out / "model.safetensors").exists(), "the run finished before it could be killed"
-    step = torch.load(out / "checkpoint.pt", weights_only=True)["step"]
-    subprocess.run([str(a) for a in distill_args(setup, out, "--resume")], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    step = checkpointing.read(out / "checkpoint.pt")["step"]
+    uninterrupted(setup, out, "--resume")
     return step
 
 
@@ -125,16 +130,15 @@ def brief(found: list[str]) -> str:
 def test_a_killed_run_resumes_bit_identical(tmp_path, setup):
     # every run in a fresh process of its own, so all of them compute with the same threads and settings
     whole = tmp_path / "whole"
-    subprocess.run([str(a) for a in distill_args(setup, whole)], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    uninterrupted(setup, whole)
     step = killed_and_resumed(setup, tmp_path / "broken")
     found = differences(whole, tmp_path / "broken")
     if found:
-        # CI saw this fail once; it never reproduced here in over 40 kills (nor under load, other heap
-        # layouts or MALLOC_PERTURB_): tell a platform that does not repeat itself from a resume that is wrong.
+        # seen about once in 25 pytest runs and never in 60 runs outside pytest, cause not found (the catch with
+        # this report: the first step after the resume differed, the uninterrupted run repeated): tell a platform
+        # that does not repeat itself from a resume that is wrong
         again = tmp_path / "whole-again"
-        subprocess.run([str(a) for a in distill_args(setup, again)], check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        uninterrupted(setup, again)
         repeats = not differences(whole, again)
         second = killed_and_resumed(setup, tmp_path / "broken-again")
         found_again = differences(whole, tmp_path / "broken-again")

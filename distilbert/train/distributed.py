@@ -49,7 +49,8 @@ def keep_freed_memory() -> bool:
     afresh and unmaps it when freed, so every step faults in new pages: zeroing that gradient took 14 ms on
     fresh pages against 1.2 ms on pages already mapped. With mmap off for the main thread's allocations (glibc
     still maps blocks over 64 MB for other threads) and a 1 GB trim threshold, a MiniLM CoNLL step (batch 8,
-    two cores) went from 131 to 110 ms. The cost is that the process keeps its peak memory. Training runs call it (`setup`); `DISTILBERT_KEEP_FREED_MEMORY=0` turns it off.
+    two cores) went from 131 to 110 ms. The cost is that the process keeps its peak memory. Training runs call
+    it (`setup`); `DISTILBERT_KEEP_FREED_MEMORY=0` turns it off.
     Returns False where it does nothing: not Linux, no glibc `mallopt`, or turned off.
     """
     import ctypes
