@@ -40,11 +40,15 @@ def group(lengths: Sequence[int], max_batch: int | None = None, max_tokens: int 
     return groups
 
 
+WINDOW = 100  # training batches are grouped by length among this many batches' worth of rows
+
+
 def shuffled_groups(lengths: Sequence[int], max_batch: int | None, max_tokens: int | None, seed: int, epoch: int,
-                    window: int = 100) -> list[list[int]]:
+                    window: int = WINDOW) -> list[list[int]]:
     """Training batches: shuffled, then grouped by length within windows of `window` x `max_batch` rows, the
     groups shuffled again. Little padding, still random; deterministic in (seed, epoch), so a resumed run
-    sees exactly the batches it would have seen.
+    sees exactly the batches it would have seen. `window` 1: each batch is `max_batch` rows drawn at random
+    (split only where they pass `max_tokens`), as a sampler without length grouping gives.
     """
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))

@@ -647,6 +647,7 @@ class Option:
     nargs: str | int | None = None
     metavar: str | None = None
     dest: str | None = None  # the function's parameter, when it is not the flag's name
+    action: type[argparse.Action] | str | None = None
 
 
 def option(*flags: str, **spec) -> Option:
@@ -798,6 +799,9 @@ def finetune_options(skip: tuple[str, ...] = ()) -> list[Option]:
         "early_stopping": option("--early-stopping", type=_positive,
                                  help="stop after N evaluations without a better main metric"),
         "metric": option("--metric", help="the main metric, which picks the model kept (default: the task's)"),
+        "group_by_length": option("--group-by-length", action=argparse.BooleanOptionalAction,
+                                  help="batches of like lengths, little padding (recipe default); --no-group-by-length: "
+                                       "random batches padded to their longest row, as the Trainer's"),
         "warmup": option("--warmup", type=float, help="warm-up: a fraction of the steps, or steps (recipe default 0.1)"),
     }
     options = []

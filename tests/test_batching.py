@@ -32,3 +32,19 @@ def test_max_pad_runs_a_short_row_apart():
     for g in groups:
         longest = lengths[g[0]]
         assert all(longest - lengths[i] <= max(batching.PAD_SLACK, 0.25 * longest) for i in g)
+
+
+def test_training_batches_grouped_by_length_or_drawn_at_random():
+    lengths = np.random.default_rng(2).integers(3, 120, 2000).tolist()
+    spread = {}
+    for window in (batching.WINDOW, 1):
+        epoch = batching.shuffled_groups(lengths, 8, 8 * 128, seed=42, epoch=0, window=window)
+        assert sorted(i for g in epoch for i in g) == list(range(len(lengths)))  # each row once
+        assert all(len(g) <= 8 for g in epoch)
+        assert epoch == batching.shuffled_groups(lengths, 8, 8 * 128, seed=42, epoch=0, window=window)  # resumable
+        assert epoch != batching.shuffled_groups(lengths, 8, 8 * 128, seed=42, epoch=1, window=window)
+        spread[window] = np.mean([max(lengths[i] for i in g) - min(lengths[i] for i in g) for g in epoch])
+    # grouped: rows of like lengths; at random: the spread of 8 rows drawn from 3-120 (about 90)
+    assert spread[batching.WINDOW] < 5 and spread[1] > 60
+    # at random, a batch is 8 consecutive rows of the epoch's permutation: full batches, one short one at most
+    assert sum(len(g) < 8 for g in batching.shuffled_groups(lengths, 8, 8 * 128, 42, 0, window=1)) <= 1

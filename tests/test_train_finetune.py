@@ -122,6 +122,15 @@ def test_token_classification_on_conll(tmp_path, setup):
         assert isinstance(pipeline("token-classification", model=out, backend="torch")("EU rejects German call"), list)
 
 
+def test_batches_at_random_as_the_trainer_draws_them(tmp_path, setup):
+    out = tmp_path / "ner"
+    cli("finetune", "--model", setup / "distilbert", "--task", "token-classification", "--train",
+        setup / "ner-train.txt", "--validation", setup / "ner-dev.txt", "--out", out, "--epochs", 1,
+        "--batch-size", 8, "--no-group-by-length", "--log-every", 1)
+    assert json.loads((out / "recipe.json").read_text())["group_by_length"] is False
+    assert len((out / "log.jsonl").read_text().splitlines()) == 48 // 8 + 1  # 6 full batches, one evaluation
+
+
 def test_question_answering_on_squad(tmp_path, setup):
     out = tmp_path / "qa"
     result = finetune(FinetuneRecipe(model=str(setup / "distilbert"), task="question-answering",
@@ -177,6 +186,7 @@ def test_a_killed_run_resumes_bit_identical(tmp_path, setup):
     logged = lambda out: [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]  # noqa: E731
     assert [r["step"] for r in logged(broken)] == [r["step"] for r in logged(whole)]  # no line twice
     assert_user_error(cli(*args, "--out", broken, "--resume", "--seed", 7, ok=False), "seed (7; the run has 42)")
+    assert_user_error(cli(*args, "--out", broken, "--resume", "--no-group-by-length", ok=False), "group_by_length")
 
 
 def test_bad_input(tmp_path, setup):

@@ -233,7 +233,7 @@ class TokenShards:
 class Batching:
     max_tokens: int = 8192  # padded tokens in a batch (sequences x longest)
     max_sequences: int = 64
-    window: int = 100  # batches drawn together, then sorted by length: little padding, still shuffled
+    window: int = batching.WINDOW  # batches drawn together, then sorted by length: little padding, still shuffled
 
 
 def epoch_batches(lengths: np.ndarray, limits: Batching, seed: int, epoch: int) -> list[np.ndarray]:

@@ -60,6 +60,7 @@ class FinetuneRecipe(Settings):
     doc_stride: int = 128
     batch_size: int = 32  # sequences in a micro-batch (at most)
     max_tokens: int | None = None  # padded tokens in a micro-batch; None: batch_size x max_length
+    group_by_length: bool = True  # batches of like lengths (little padding); off: random batches, as the Trainer's
     gradient_accumulation: int = 1
     # optimisation
     epochs: int = 3
@@ -172,11 +173,12 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, overwrite: bool = Fal
     if teacher is not None:
         teacher.to(device).eval().requires_grad_(False)
 
-    # the schedule: every epoch's length-grouped batches are known up front (deterministic in seed, epoch)
+    # the schedule: every epoch's batches are known up front (deterministic in seed, epoch)
     max_tokens = recipe.max_tokens or recipe.batch_size * max_length
     lengths = train_rows.lengths()
     micro_per_step = recipe.gradient_accumulation
-    epoch_batches = [batching.shuffled_groups(lengths, recipe.batch_size, max_tokens, recipe.seed, e)
+    window = batching.WINDOW if recipe.group_by_length else 1
+    epoch_batches = [batching.shuffled_groups(lengths, recipe.batch_size, max_tokens, recipe.seed, e, window)
                      for e in range(recipe.epochs)]
     steps_per_epoch = [len(b) // (world * micro_per_step) for b in epoch_batches]  # leftovers are skipped
     if min(steps_per_epoch) == 0:
