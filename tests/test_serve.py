@@ -232,6 +232,31 @@ def test_route_dependencies_run_on_the_event_loop():
                 assert inspect.iscoroutinefunction(dependency.call), f"{route.path}: {dependency.call.__name__} is sync"
 
 
+def test_the_model_loads_and_runs_on_one_thread(models, monkeypatch):
+    """An OpenMP runtime keeps a team of threads for every thread that has run PyTorch's parallel work; with
+    more team threads than cores its workers sleep between parallel regions, and a forward on the full-size
+    model took 5 ms longer. So loading happens on the inference thread, the one that runs every batch."""
+    import threading
+
+    import distilbert.backends
+    from distilbert.serve.app import Server, Settings
+
+    loaded_on = []
+    load_backend = distilbert.backends.load_backend
+
+    def spy(*args, **kwargs):
+        loaded_on.append(threading.current_thread())
+        return load_backend(*args, **kwargs)
+
+    monkeypatch.setattr(distilbert.backends, "load_backend", spy)
+    server = Server(Settings(model=models["embed"], backend="torch"))
+    try:
+        assert server.batcher.executor is server.inference
+        assert loaded_on == [server.inference.submit(threading.current_thread).result()]
+    finally:
+        server.inference.shutdown()
+
+
 def test_truncation(embedder):
     served, pipe = embedder
     long = text_of(200, 3)  # past the tiny model's 64 positions

@@ -7,7 +7,8 @@ our ONNX exports of it). A load generator on loopback: N concurrent clients, eac
 request back to back, for a fixed time (and at most --max-requests requests), then it stops. Texts are
 WikiText-2 paragraphs cut to 8-120 words (fill-mask: a [MASK] in the middle). Reports throughput and
 p50 / p99 latency per workload and client count, the ratios ours / reference, and, at one client, our
-pipeline called directly in this process (what the server adds), and the CPU time each server used per
+pipeline called directly in this process (what the server adds; the three take turns over --rounds short
+windows, and the server's p50 minus the pipeline's is given round by round), and the CPU time each server used per
 request (from /proc): on a machine shared with other work the OS shares the cores out per thread, so a
 server running more threads gets more of them and wall-clock figures flatter it; CPU per request does not
 depend on that. Writes benchmarks/serve/results-WORKLOADS.json.
@@ -150,23 +151,41 @@ async def load(url: str, pid: int, route: str, inputs: list[str], clients: int, 
     finally:
         for connection in connections:
             connection.close()
+    return measured(latencies, elapsed, cpu, errors)
+
+
+def measured(latencies: list[float], elapsed: float, cpu: float, errors: int = 0) -> dict:
+    """Throughput, CPU per request and latency percentiles of one measurement (or of several pooled)."""
     ms = np.asarray(latencies) * 1000
     return {"requests": len(latencies), "errors": errors, "seconds": round(elapsed, 2),
             "cpu_ms_per_request": round(cpu * 1000 / max(1, len(latencies)), 1),
             "throughput": round(len(latencies) / elapsed, 2),
             "p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
-            "p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else None}
+            "p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else None,
+            "latencies": latencies, "cpu": cpu}
 
 
-def direct(workload: str, backend: str, precision: str, inputs: list[str], seconds: float) -> dict:
-    """Our pipeline called in this process, one text at a time: the floor the server adds to."""
+def pooled(parts: list[dict]) -> dict:
+    """Several measurements of one server as one; `round_p50_ms` keeps each part's median."""
+    out = measured([x for p in parts for x in p["latencies"]], sum(p["seconds"] for p in parts),
+                   sum(p["cpu"] for p in parts), sum(p["errors"] for p in parts))
+    out["round_p50_ms"] = [p["p50_ms"] for p in parts]
+    return out
+
+
+def in_process(workload: str, backend: str, precision: str):
+    """Our pipeline, loaded in this process: what a user calls without the server."""
     sys.path.insert(0, str(ROOT))
     import distilbert
 
     task, _, folder = WORKLOADS[workload]
     model = CACHE / folder if backend == "onnx" else CACHE / "hf"
     pipe = distilbert.pipeline(task, model=model, backend=backend, precision=precision)
-    call = (lambda t: pipe(t, pooling="mean", normalize=True)) if task == "feature-extraction" else pipe
+    return (lambda t: pipe(t, pooling="mean", normalize=True)) if task == "feature-extraction" else pipe
+
+
+def direct(call, inputs: list[str], seconds: float) -> dict:
+    """Our pipeline called in this process, one text at a time: the floor the server adds to."""
     for text in inputs[:3]:
         call(text)
     latencies, start, cpu_start, i = [], time.perf_counter(), time.process_time(), 0
@@ -175,10 +194,7 @@ def direct(workload: str, backend: str, precision: str, inputs: list[str], secon
         call(inputs[i % len(inputs)])
         latencies.append(time.perf_counter() - t)
         i += 1
-    ms = np.asarray(latencies) * 1000
-    cpu = time.process_time() - cpu_start
-    return {"requests": len(ms), "cpu_ms_per_request": round(cpu * 1000 / len(ms), 1), "p50_ms": round(float(np.percentile(ms, 50)), 1),
-            "p99_ms": round(float(np.percentile(ms, 99)), 1)}
+    return measured(latencies, time.perf_counter() - start, time.process_time() - cpu_start)
 
 
 def main() -> None:
@@ -190,6 +206,9 @@ def main() -> None:
                    help="ours: int8 is the dynamic int8 export (onnx), bf16 autocast (torch); the reference stays fp32")
     p.add_argument("--max-requests", type=int, default=20000)
     p.add_argument("--only", default="embeddings,fill-mask")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="at 1 client, our server, the reference and our pipeline in process take turns this many "
+                        "times (--seconds shared out), so that the machine's drift hits all three alike (default 3)")
     args = p.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     if (args.backend, args.precision) in (("onnx", "bf16"), ("torch", "int8")):
@@ -207,18 +226,25 @@ def main() -> None:
                 "--backend", args.backend, "--precision", args.precision]
         reference = [str(PYTHON), str(HERE / "reference_server.py"), str(CACHE / "hf"), "--task", task,
                      "--port", str(reference_port)]
+        call = in_process(workload, args.backend, args.precision)
         # both up at once (an idle server costs nothing), measured in turns, so the machine's drift hits both alike
         with server(ours, ours_port) as ours_up, server(reference, reference_port) as reference_up:
             for n in clients:
-                for name, (url, pid) in (("ours", ours_up), ("reference", reference_up)):
-                    run = asyncio.run(load(url, pid, route, inputs, n, args.seconds, args.max_requests))
-                    run.update(workload=workload, server=name, clients=n)
-                    results["runs"].append(run)
-                    print(json.dumps(run), flush=True)
-        run = direct(workload, args.backend, args.precision, inputs, args.seconds)
-        run.update(workload=workload, server="pipeline, in process", clients=1)
-        results["runs"].append(run)
-        print(json.dumps(run), flush=True)
+                rounds = max(1, args.rounds) if n == 1 else 1
+                parts: dict[str, list[dict]] = {"ours": [], "reference": [], "pipeline, in process": []}
+                for _ in range(rounds):
+                    for name, (url, pid) in (("ours", ours_up), ("reference", reference_up)):
+                        parts[name].append(asyncio.run(load(url, pid, route, inputs, n, args.seconds / rounds,
+                                                            args.max_requests)))
+                    if n == 1:
+                        parts["pipeline, in process"].append(direct(call, inputs, args.seconds / rounds))
+                for name, measurements in parts.items():
+                    if measurements:
+                        run = pooled(measurements)
+                        del run["latencies"], run["cpu"]
+                        run.update(workload=workload, server=name, clients=n)
+                        results["runs"].append(run)
+                        print(json.dumps(run), flush=True)
     suffix = "" if (args.backend, args.precision) == ("onnx", "fp32") else f"-{args.backend}-{args.precision}"
     out = HERE / f"results-{args.only.replace(',', '-')}{suffix}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
@@ -242,6 +268,12 @@ def table(results: dict) -> str:
         if server.startswith("pipeline"):
             lines.append(f"| {workload}: our pipeline in process | 1 | - | - | - | {r['p50_ms']} / {r['p99_ms']} | - | "
                          f"{r['cpu_ms_per_request']} | - |")
+    for (workload, server, n), r in runs.items():
+        ours = runs.get((workload, "ours", 1))
+        if server.startswith("pipeline") and ours and "round_p50_ms" in r:
+            added = [round(a - b, 1) for a, b in zip(ours["round_p50_ms"], r["round_p50_ms"])]
+            lines.append(f"\n{workload}: at 1 client the server's p50 minus our pipeline's, round by round: "
+                         f"{', '.join(f'{x:+}' for x in added)} ms (median {np.median(added):+.1f})")
     return "\n".join(lines)
 
 
