@@ -203,7 +203,8 @@ def main() -> None:
     p.add_argument("--clients", default="1,8,64")
     p.add_argument("--backend", choices=("onnx", "torch"), default="onnx", help="ours (default onnx: our fp32 export)")
     p.add_argument("--precision", choices=("fp32", "int8", "bf16"), default="fp32",
-                   help="ours: int8 is the dynamic int8 export (onnx), bf16 autocast (torch); the reference stays fp32")
+                   help="ours: int8 is the dynamic int8 export (onnx), bf16 the weights in bfloat16 (torch); "
+                        "the reference stays fp32")
     p.add_argument("--max-requests", type=int, default=20000)
     p.add_argument("--only", default="embeddings,fill-mask")
     p.add_argument("--rounds", type=int, default=3,
