@@ -7,11 +7,12 @@ our ONNX exports of it). A load generator on loopback: N concurrent clients, eac
 request back to back, for a fixed time (and at most --max-requests requests), then it stops. Texts are
 WikiText-2 paragraphs cut to 8-120 words (fill-mask: a [MASK] in the middle). Reports throughput and
 p50 / p99 latency per workload and client count, the ratios ours / reference, and, at one client, our
-pipeline called directly in this process (what the server adds; the three take turns over --rounds short
-windows, and the server's p50 minus the pipeline's is given round by round), and the CPU time each server used per
+pipeline called directly in this process (what the server adds; the server's p50 minus the pipeline's is
+given round by round), and the CPU time each server used per
 request (from /proc): on a machine shared with other work the OS shares the cores out per thread, so a
 server running more threads gets more of them and wall-clock figures flatter it; CPU per request does not
-depend on that. Writes benchmarks/serve/results-WORKLOADS.json.
+depend on that. At every client count the servers take turns over --rounds short windows, so that the
+machine's drift hits both alike; the figures pool the rounds. Writes benchmarks/serve/results-WORKLOADS.json.
 """
 
 from __future__ import annotations
@@ -170,6 +171,7 @@ def pooled(parts: list[dict]) -> dict:
     out = measured([x for p in parts for x in p["latencies"]], sum(p["seconds"] for p in parts),
                    sum(p["cpu"] for p in parts), sum(p["errors"] for p in parts))
     out["round_p50_ms"] = [p["p50_ms"] for p in parts]
+    out["round_throughput"] = [p["throughput"] for p in parts]
     return out
 
 
@@ -208,8 +210,9 @@ def main() -> None:
     p.add_argument("--max-requests", type=int, default=20000)
     p.add_argument("--only", default="embeddings,fill-mask")
     p.add_argument("--rounds", type=int, default=3,
-                   help="at 1 client, our server, the reference and our pipeline in process take turns this many "
-                        "times (--seconds shared out), so that the machine's drift hits all three alike (default 3)")
+                   help="our server and the reference (and at 1 client our pipeline in process) take turns this many "
+                        "times at each client count, --seconds shared out, so that the machine's drift hits them "
+                        "alike (default 3)")
     args = p.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     if (args.backend, args.precision) in (("onnx", "bf16"), ("torch", "int8")):
@@ -231,7 +234,7 @@ def main() -> None:
         # both up at once (an idle server costs nothing), measured in turns, so the machine's drift hits both alike
         with server(ours, ours_port) as ours_up, server(reference, reference_port) as reference_up:
             for n in clients:
-                rounds = max(1, args.rounds) if n == 1 else 1
+                rounds = max(1, args.rounds)
                 parts: dict[str, list[dict]] = {"ours": [], "reference": [], "pipeline, in process": []}
                 for _ in range(rounds):
                     for name, (url, pid) in (("ours", ours_up), ("reference", reference_up)):
@@ -254,13 +257,17 @@ def main() -> None:
 
 def table(results: dict) -> str:
     runs = {(r["workload"], r["server"], r["clients"]): r for r in results["runs"]}
-    lines = ["| workload | clients | ours req/s | reference req/s | x throughput | ours p50 / p99 ms | reference p50 / p99 ms "
+    lines = ["| workload | clients | ours req/s | reference req/s | x throughput (rounds) | ours p50 / p99 ms | reference p50 / p99 ms "
              "| CPU ms per request, ours / reference | x CPU efficiency |", "|---|---|---|---|---|---|---|---|---|"]
     for (workload, server, n), ours in runs.items():
         if server != "ours":
             continue
         ref = runs.get((workload, "reference", n))
         ratio = f"{ours['throughput'] / ref['throughput']:.2f}" if ref and ref["throughput"] else "-"
+        rounds = list(zip(ours.get("round_throughput", []), ref.get("round_throughput", []) if ref else []))
+        if len(rounds) > 1 and all(r for _, r in rounds):
+            each = [a / r for a, r in rounds]
+            ratio += f" ({min(each):.2f}-{max(each):.2f})"
         lines.append(f"| {workload} | {n} | {ours['throughput']} | {ref['throughput'] if ref else '-'} | {ratio} | "
                      f"{ours['p50_ms']} / {ours['p99_ms']} | {ref['p50_ms'] if ref else '-'} / {ref['p99_ms'] if ref else '-'} | "
                      f"{ours['cpu_ms_per_request']} / {ref['cpu_ms_per_request'] if ref else '-'} | "
