@@ -101,8 +101,12 @@ class Server:
         # than cores, its workers sleep between regions instead of spinning: a PyTorch forward then made about
         # 200 sleeps and wake-ups and took 5 ms longer than in a process that had one team.
         self.inference = ThreadPoolExecutor(1, thread_name_prefix="distilbert-inference")
-        engine = self.inference.submit(load_backend, settings.model, settings.task, settings.backend,
-                                       threads=settings.threads, precision=settings.precision).result()
+        try:
+            engine = self.inference.submit(load_backend, settings.model, settings.task, settings.backend,
+                                           threads=settings.threads, precision=settings.precision).result()
+        except BaseException:
+            self.inference.shutdown()
+            raise
         self.task = engine.task
         tokenizer = Tokenizer.from_pretrained(engine.folder, config=engine.config)
         # The batcher groups; the pipeline's own grouping must then keep each group whole.
