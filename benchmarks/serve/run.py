@@ -215,6 +215,7 @@ def main() -> None:
                         "alike (default 3)")
     args = p.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
+    rounds = max(1, args.rounds)
     if (args.backend, args.precision) in (("onnx", "bf16"), ("torch", "int8")):
         p.error(f"--precision {args.precision} does not run on --backend {args.backend}: int8 is onnx, bf16 torch")
     if not all(prepare.ready(CACHE / WORKLOADS[w][2]) for w in args.only.split(",")):
@@ -230,11 +231,10 @@ def main() -> None:
                 "--backend", args.backend, "--precision", args.precision]
         reference = [str(PYTHON), str(HERE / "reference_server.py"), str(CACHE / "hf"), "--task", task,
                      "--port", str(reference_port)]
-        call = in_process(workload, args.backend, args.precision)
+        call = in_process(workload, args.backend, args.precision) if 1 in clients else None
         # both up at once (an idle server costs nothing), measured in turns, so the machine's drift hits both alike
         with server(ours, ours_port) as ours_up, server(reference, reference_port) as reference_up:
             for n in clients:
-                rounds = max(1, args.rounds)
                 parts: dict[str, list[dict]] = {"ours": [], "reference": [], "pipeline, in process": []}
                 for _ in range(rounds):
                     for name, (url, pid) in (("ours", ours_up), ("reference", reference_up)):

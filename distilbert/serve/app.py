@@ -115,7 +115,7 @@ class Server:
         self.pooling = settings.pooling or getattr(self.pipe, "pooling", None) or "mean"
         self.name = str(settings.model)
         self.metrics = Metrics()
-        self.batcher = Batcher(self.pipe, settings.max_batch_tokens, self.metrics, self.inference)
+        self.batcher = Batcher(self.pipe, settings.max_batch_tokens, self.inference, self.metrics)
         self.inputs_in_flight = 0
         self.requests_in_flight = 0
         self.draining = False

@@ -35,11 +35,11 @@ class _Request:
 
 
 class Batcher:
-    def __init__(self, pipe: Pipeline, max_batch_tokens: int, metrics=None, executor: ThreadPoolExecutor | None = None):
-        """executor: the one inference thread (default: a new one); the model should have been loaded on it."""
+    def __init__(self, pipe: Pipeline, max_batch_tokens: int, executor: ThreadPoolExecutor, metrics=None):
+        """executor: the one inference thread, the one the model was loaded on (the server's)."""
         self.pipe, self.max_batch_tokens, self.metrics = pipe, max_batch_tokens, metrics
         self.pending: list[tuple[_Request, int]] = []  # (request, row index)
-        self.executor = executor or ThreadPoolExecutor(1, thread_name_prefix="distilbert-inference")
+        self.executor = executor
         self.wakeup: asyncio.Event | None = None
         self.task: asyncio.Task | None = None
 
