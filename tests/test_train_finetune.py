@@ -63,10 +63,10 @@ def sst2(setup, out, **changes):
     return FinetuneRecipe(**settings)
 
 
-def same_outputs(folder, hf_class, task, texts, pairs=None, keys=("logits",)):
-    """transformers' class on the folder gives our model's outputs, on a padded batch."""
+def same_outputs(folder, hf_class, task, texts, pairs=None, keys=("logits",), theirs=None):
+    """transformers' class on the folder (or the model `theirs`) gives our model's outputs, on a padded batch."""
     ours, _, _ = load(folder, task)
-    theirs = getattr(transformers, hf_class).from_pretrained(folder).eval()
+    theirs = theirs if theirs is not None else getattr(transformers, hf_class).from_pretrained(folder).eval()
     tok = transformers.AutoTokenizer.from_pretrained(folder)
     enc = tok(texts, pairs, padding=True, return_tensors="pt")
     with torch.no_grad():
@@ -250,3 +250,101 @@ def test_two_gloo_processes_train_as_one(tmp_path, setup):
     a, b = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
+
+
+PARITY = {  # task: (family, head, data files, settings)
+    "token-classification": ("bert", "ForTokenClassification", ("ner-train.txt", "ner-dev.txt"), {}),
+    "text-classification": ("distilbert", "ForSequenceClassification", ("train.tsv", "dev.tsv"),
+                            {"glue": "sst2", "max_grad_norm": 0.2}),
+    "question-answering": ("distilbert", "ForQuestionAnswering", ("squad-train.json", "squad-dev.json"),
+                           {"max_length": 64, "doc_stride": 16}),
+}
+
+
+@pytest.mark.parametrize("task", PARITY)
+def test_every_step_is_the_trainers_step(tmp_path, setup, task):
+    """Our loop and transformers' Trainer, from the same weights over the same batches, without dropout: the same
+    loss at every step and the same weights at the end (warm-up, clipping, AdamW's groups, the heads' losses)."""
+    from torch.utils.data import DataLoader
+
+    from distilbert import batching
+    from distilbert.data import read
+    from distilbert.train.finetune import encode, labels_of, load_student
+
+    family, head, (train, dev), extra = PARITY[task]
+    settings = dict(model=str(tmp_path / "start"), task=task, train=str(setup / train), validation=str(setup / dev),
+                    out=str(tmp_path / "ours"), epochs=1, max_steps=6, batch_size=8, learning_rate=1e-3, warmup=2,
+                    weight_decay=0.01, precision="fp32", group_by_length=False, log_every=1, **extra)
+    recipe = FinetuneRecipe(**settings).resolved()
+    examples = read(task, recipe.train, recipe.columns(), recipe.glue)
+    id2label, _ = labels_of(recipe, examples)
+    no_dropout = (dict(dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0, qa_dropout=0.0)
+                  if family == "distilbert" else dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    labels = {} if task == "question-answering" else dict(
+        id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    start = make_reference(family, head, vocab_size=30522, seed=3, **no_dropout, **labels)
+    save_reference(start, tmp_path / "start")  # the checkpoint has this task's head: both runs start from it
+
+    # our batches, as the loop draws them (8 rows at random; NER's and QA's last one shorter)
+    net, config, tokenizer = load_student(recipe, id2label, None)
+    max_length = min(recipe.max_length, config.max_position_embeddings)
+    rows = encode(recipe, tokenizer, examples, config, max_length, training=True, where=recipe.train)
+    batches = batching.shuffled_groups(rows.lengths(), 8, 8 * max_length, recipe.seed, 0, window=1)
+    assert len(batches) >= 5
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "start")
+    features = []
+    for i in range(len(rows)):
+        f = {"input_ids": rows.input_ids[i], "attention_mask": [1] * len(rows.input_ids[i])}
+        if family == "bert":
+            f["token_type_ids"] = rows.token_type_ids[i]
+        if task == "question-answering":
+            f["start_positions"], f["end_positions"] = rows.labels[i]
+        else:
+            f["labels"] = rows.labels[i]
+        features.append(f)
+    if task == "token-classification":  # our rows are run_ner's (tokenize_and_align_labels, label_all_tokens off)
+        for e, f in zip(examples, features):
+            enc = hf_tokenizer(e.tokens, is_split_into_words=True, truncation=True, max_length=max_length)
+            words = enc.word_ids()
+            tags = [-100 if w is None or w == words[t - 1] else config.label2id[e.tags[w]] for t, w in enumerate(words)]
+            assert (enc["input_ids"], tags) == (f["input_ids"], f["labels"])
+    collator = (transformers.DataCollatorForTokenClassification(hf_tokenizer) if task == "token-classification"
+                else transformers.DataCollatorWithPadding(hf_tokenizer))
+
+    class SameBatches(transformers.Trainer):
+        def get_train_dataloader(self):
+            return self.accelerator.prepare(DataLoader(features, batch_sampler=batches, collate_fn=collator))
+
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "trainer"), per_device_train_batch_size=8, max_steps=6, learning_rate=1e-3,
+        warmup_steps=2, weight_decay=0.01, max_grad_norm=recipe.max_grad_norm, lr_scheduler_type="linear", logging_steps=1,
+        save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True)
+    trainer = SameBatches(model=start.train(), args=args)
+    trainer.train()
+    theirs = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+
+    finetune(FinetuneRecipe(**settings), progress=False)
+    ours = [json.loads(line)["loss"] for line in (tmp_path / "ours" / "log.jsonl").read_text().splitlines()
+            if '"loss"' in line]
+    assert len(ours) == len(theirs) == 6
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+    grad_norms = [r["grad_norm"] for r in trainer.state.log_history if "grad_norm" in r]
+    assert max(grad_norms) > recipe.max_grad_norm  # clipping took part
+    # Every weight agrees but those that no loss moves (their gradient is zero but for rounding, which AdamW
+    # blows up to steps of the learning rate's size): the key biases (softmax ignores a shift of every score) and,
+    # for QA, the span head's bias and the last LayerNorm's bias (a shift of every position's logit).
+    free = ["k_lin.bias", "attention.self.key.bias"]
+    if task == "question-answering":
+        free += ["qa_outputs.bias", f"layer.{config.n_layers - 1}.output_layer_norm.bias"]
+    trained = load_file(tmp_path / "ours" / "model.safetensors")
+    for name, p in trainer.model.state_dict().items():
+        if name not in trained:
+            continue
+        if any(name.endswith(f) for f in free):
+            p.copy_(trained[name])  # then the outputs below must agree too
+        else:
+            torch.testing.assert_close(trained[name], p, rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
+    same_outputs(tmp_path / "ours", trainer.model.__class__.__name__, task, ["EU rejects German call", "who won ?"],
+                 ["Peter .", "Denver won the game ."] if task != "token-classification" else None,
+                 keys=("start_logits", "end_logits") if task == "question-answering" else ("logits",),
+                 theirs=trainer.model.eval())

@@ -29,12 +29,13 @@ def warmup_steps(warmup: float, total_steps: int) -> int:
 
 
 def linear_schedule(optimizer, warmup: int, total_steps: int):
-    """Linear warm-up over `warmup` steps, then linear decay to zero at `total_steps`."""
+    """Linear warm-up over `warmup` steps, then linear decay to zero at `total_steps`: transformers'
+    get_linear_schedule_with_warmup (and BERT's), whose first warm-up step has learning rate 0."""
     import torch
 
     def factor(step: int) -> float:
         if step < warmup:
-            return (step + 1) / warmup
+            return step / warmup
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -49,7 +49,7 @@ def make_reference(family: str, arch: str, vocab_size: int = 99, seed: int = 0, 
     import transformers
 
     torch.manual_seed(seed)
-    num_labels = 2 if arch == "ForQuestionAnswering" else 3
+    num_labels = len(overrides["id2label"]) if "id2label" in overrides else 2 if arch == "ForQuestionAnswering" else 3
     cls = getattr(transformers, ("DistilBert" if family == "distilbert" else "Bert") + arch)
     model = cls(hf_config(family, vocab_size, num_labels, **overrides)).eval()
     with torch.no_grad():
