@@ -264,7 +264,8 @@ PARITY = {  # task: (family, head, data files, settings)
 @pytest.mark.parametrize("task", PARITY)
 def test_every_step_is_the_trainers_step(tmp_path, setup, task):
     """Our loop and transformers' Trainer, from the same weights over the same batches, without dropout: the same
-    loss at every step and the same weights at the end (warm-up, clipping, AdamW's groups, the heads' losses)."""
+    loss at every step and the same weights at the end (warm-up, clipping, AdamW's groups, the heads' losses).
+    The rows are ours (for NER, run_ner's: the test below)."""
     from torch.utils.data import DataLoader
 
     from distilbert import batching
@@ -285,7 +286,7 @@ def test_every_step_is_the_trainers_step(tmp_path, setup, task):
     start = make_reference(family, head, vocab_size=30522, seed=3, **no_dropout, **labels)
     save_reference(start, tmp_path / "start")  # the checkpoint has this task's head: both runs start from it
 
-    # our batches, as the loop draws them (8 rows at random; NER's and QA's last one shorter)
+    # our batches, as the loop draws them (8 rows at random)
     net, config, tokenizer = load_student(recipe, id2label, None)
     max_length = min(recipe.max_length, config.max_position_embeddings)
     rows = encode(recipe, tokenizer, examples, config, max_length, training=True, where=recipe.train)
@@ -302,12 +303,6 @@ def test_every_step_is_the_trainers_step(tmp_path, setup, task):
         else:
             f["labels"] = rows.labels[i]
         features.append(f)
-    if task == "token-classification":  # our rows are run_ner's (tokenize_and_align_labels, label_all_tokens off)
-        for e, f in zip(examples, features):
-            enc = hf_tokenizer(e.tokens, is_split_into_words=True, truncation=True, max_length=max_length)
-            words = enc.word_ids()
-            tags = [-100 if w is None or w == words[t - 1] else config.label2id[e.tags[w]] for t, w in enumerate(words)]
-            assert (enc["input_ids"], tags) == (f["input_ids"], f["labels"])
     collator = (transformers.DataCollatorForTokenClassification(hf_tokenizer) if task == "token-classification"
                 else transformers.DataCollatorWithPadding(hf_tokenizer))
 
@@ -317,8 +312,8 @@ def test_every_step_is_the_trainers_step(tmp_path, setup, task):
 
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path / "trainer"), per_device_train_batch_size=8, max_steps=6, learning_rate=1e-3,
-        warmup_steps=2, weight_decay=0.01, max_grad_norm=recipe.max_grad_norm, lr_scheduler_type="linear", logging_steps=1,
-        save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True)
+        warmup_steps=2, weight_decay=0.01, max_grad_norm=recipe.max_grad_norm, lr_scheduler_type="linear",
+        logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True)
     trainer = SameBatches(model=start.train(), args=args)
     trainer.train()
     theirs = [r["loss"] for r in trainer.state.log_history if "loss" in r]
@@ -348,3 +343,23 @@ def test_every_step_is_the_trainers_step(tmp_path, setup, task):
                  ["Peter .", "Denver won the game ."] if task != "token-classification" else None,
                  keys=("start_logits", "end_logits") if task == "question-answering" else ("logits",),
                  theirs=trainer.model.eval())
+
+
+def test_ner_rows_are_run_ners_on_all_of_conll(setup):
+    """Every CoNLL-2003 training sentence gives run_ner's token ids and labels (tokenize_and_align_labels with
+    label_all_tokens off: the first piece of each word labelled, the rest and the special tokens -100)."""
+    from distilbert.data import read
+    from distilbert.data.ner import tag_names
+    from distilbert.tokenizer import Tokenizer
+    from distilbert.train.features import encode_tokens
+
+    examples = read("token-classification", data_file("ner", "conll2003", "train.txt"))
+    assert len(examples) == 14041
+    label2id = {t: i for i, t in enumerate(tag_names(examples))}
+    rows = encode_tokens(Tokenizer.from_pretrained(setup / "bert"), examples, 512, label2id)
+    hf = transformers.AutoTokenizer.from_pretrained(setup / "bert")
+    encodings = hf([e.tokens for e in examples], is_split_into_words=True, truncation=True, max_length=512)
+    for i, e in enumerate(examples):
+        words = encodings.word_ids(i)
+        tags = [-100 if w is None or w == words[t - 1] else label2id[e.tags[w]] for t, w in enumerate(words)]
+        assert (encodings["input_ids"][i], tags) == (rows.input_ids[i], rows.labels[i]), e.tokens
