@@ -252,31 +252,35 @@ def test_two_gloo_processes_train_as_one(tmp_path, setup):
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
 
 
-PARITY = {  # task: (family, head, data files, settings)
-    "token-classification": ("bert", "ForTokenClassification", ("ner-train.txt", "ner-dev.txt"), {}),
-    "text-classification": ("distilbert", "ForSequenceClassification", ("train.tsv", "dev.tsv"),
-                            {"glue": "sst2", "max_grad_norm": 0.2}),
-    "question-answering": ("distilbert", "ForQuestionAnswering", ("squad-train.json", "squad-dev.json"),
-                           {"max_length": 64, "doc_stride": 16}),
+PARITY = {  # name: (task, family, head, data files, settings)
+    "ner": ("token-classification", "bert", "ForTokenClassification", ("ner-train.txt", "ner-dev.txt"), {}),
+    # 2 micro-batches of 4 a step: the step's mean over all its labelled tokens, as of one batch of 8
+    "ner-accumulated": ("token-classification", "bert", "ForTokenClassification", ("ner-train.txt", "ner-dev.txt"),
+                        {"batch_size": 4, "gradient_accumulation": 2}),
+    "sst2": ("text-classification", "distilbert", "ForSequenceClassification", ("train.tsv", "dev.tsv"),
+             {"glue": "sst2", "max_grad_norm": 0.2}),
+    "squad": ("question-answering", "distilbert", "ForQuestionAnswering", ("squad-train.json", "squad-dev.json"),
+              {"max_length": 64, "doc_stride": 16}),
 }
 
 
-@pytest.mark.parametrize("task", PARITY)
-def test_every_step_is_the_trainers_step(tmp_path, setup, task):
+@pytest.mark.parametrize("name", PARITY)
+def test_every_step_is_the_trainers_step(tmp_path, setup, name):
     """Our loop and transformers' Trainer, from the same weights over the same batches, without dropout: the same
-    loss at every step and the same weights at the end (warm-up, clipping, AdamW's groups, the heads' losses),
-    with our evaluations (and saves of the best model) between steps. The rows are ours (for NER, run_ner's:
-    the test below)."""
+    loss at every step and the same weights at the end (warm-up, clipping, AdamW's groups, the heads' losses,
+    gradient accumulation), with our evaluations (and saves of the best model) between steps. The rows are
+    ours (for NER, run_ner's: the test below)."""
     from torch.utils.data import DataLoader
 
     from distilbert import batching
     from distilbert.data import read
     from distilbert.train.finetune import encode, labels_of, load_student
 
-    family, head, (train, dev), extra = PARITY[task]
+    task, family, head, (train, dev), extra = PARITY[name]
     settings = dict(model=str(tmp_path / "start"), task=task, train=str(setup / train), validation=str(setup / dev),
                     out=str(tmp_path / "ours"), epochs=1, max_steps=6, batch_size=8, learning_rate=1e-3, warmup=2,
-                    weight_decay=0.01, precision="fp32", group_by_length=False, log_every=1, eval_steps=2, **extra)
+                    weight_decay=0.01, precision="fp32", group_by_length=False, log_every=1, eval_steps=2)
+    settings.update(extra)
     recipe = FinetuneRecipe(**settings).resolved()
     examples = read(task, recipe.train, recipe.columns(), recipe.glue)
     id2label, _ = labels_of(recipe, examples)
@@ -287,12 +291,13 @@ def test_every_step_is_the_trainers_step(tmp_path, setup, task):
     start = make_reference(family, head, vocab_size=30522, seed=3, **no_dropout, **labels)
     save_reference(start, tmp_path / "start")  # the checkpoint has this task's head: both runs start from it
 
-    # our batches, as the loop draws them (8 rows at random)
+    # our (micro-)batches, as the loop draws them (rows at random)
     net, config, tokenizer = load_student(recipe, id2label, None)
     max_length = min(recipe.max_length, config.max_position_embeddings)
     rows = encode(recipe, tokenizer, examples, config, max_length, training=True, where=recipe.train)
-    batches = batching.shuffled_groups(rows.lengths(), 8, 8 * max_length, recipe.seed, 0, window=1)
-    assert len(batches) >= 5
+    size = recipe.batch_size
+    batches = batching.shuffled_groups(rows.lengths(), size, size * max_length, recipe.seed, 0, window=1)
+    assert len(batches) >= 6 * recipe.gradient_accumulation
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "start")
     features = []
     for i in range(len(rows)):
@@ -307,12 +312,18 @@ def test_every_step_is_the_trainers_step(tmp_path, setup, task):
     collator = (transformers.DataCollatorForTokenClassification(hf_tokenizer) if task == "token-classification"
                 else transformers.DataCollatorWithPadding(hf_tokenizer))
 
+    # With accumulation the Trainer takes each step's micro-batches as one batch: a step is the mean over all
+    # its rows' items, as one process with the whole batch computes it (the Trainer's own accumulation, for
+    # this head, averages the micro-batches' means instead).
+    n = recipe.gradient_accumulation
+    steps = [sum(batches[i : i + n], []) for i in range(0, len(batches) - n + 1, n)]
+
     class SameBatches(transformers.Trainer):
         def get_train_dataloader(self):
-            return self.accelerator.prepare(DataLoader(features, batch_sampler=batches, collate_fn=collator))
+            return self.accelerator.prepare(DataLoader(features, batch_sampler=steps, collate_fn=collator))
 
     args = transformers.TrainingArguments(
-        output_dir=str(tmp_path / "trainer"), per_device_train_batch_size=8, max_steps=6, learning_rate=1e-3,
+        output_dir=str(tmp_path / "trainer"), per_device_train_batch_size=size * n, max_steps=6, learning_rate=1e-3,
         warmup_steps=2, weight_decay=0.01, max_grad_norm=recipe.max_grad_norm, lr_scheduler_type="linear",
         logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True)
     trainer = SameBatches(model=start.train(), args=args)

@@ -3,7 +3,9 @@
 One flat, visible loop, on the same infrastructure as distillation (optim, distributed, checkpointing,
 runlog): AdamW without decay on biases and LayerNorms, linear warm-up then decay, clipping, batches
 grouped by length under a token budget (batching.shuffled_groups), gradient accumulation, DDP under
-torchrun, bf16 autocast where the hardware has it, full-state checkpoints and bit-identical resume.
+torchrun, bf16 autocast where the hardware has it, full-state checkpoints and bit-identical resume. A step's
+loss is the mean over all its rows' items (rows, or labelled tokens for NER) whatever the micro-batches
+and ranks that hold them: the same step as one process with the whole batch.
 The validation set is scored every epoch (or every `eval_steps`) with the task's metric; the best model by
 `metric` is the one kept. With a teacher (a model fine-tuned on the same task) the loss adds the KL of
 softened outputs (Sanh et al. 2019, section 4.1, "distillation during fine-tuning").
@@ -181,6 +183,11 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, overwrite: bool = Fal
     epoch_batches = [batching.shuffled_groups(lengths, recipe.batch_size, max_tokens, recipe.seed, e, window)
                      for e in range(recipe.epochs)]
     steps_per_epoch = [len(b) // (world * micro_per_step) for b in epoch_batches]  # leftovers are skipped
+    # What each micro-batch's loss averages over. Every loss is summed and divided by the step's count, across
+    # its accumulated micro-batches and the ranks, so a step is one batch of all its rows (as transformers'
+    # Trainer does with num_items_in_batch), not the mean of each micro-batch's mean.
+    epoch_items = [[loss_items(task, problem, [train_rows.labels[i] for i in b], len(id2label)) for b in batches]
+                   for batches in epoch_batches]
     if min(steps_per_epoch) == 0:
         raise UserError(f"{recipe.train} makes {len(epoch_batches[0])} batches, fewer than one step needs "
                         f"({world} processes x {micro_per_step} accumulation); lower --batch-size or --gradient-accumulation")
@@ -215,23 +222,27 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, overwrite: bool = Fal
         batches = epoch_batches[epoch]
         while micro < steps_per_epoch[epoch] * micro_per_step and step < total_steps:
             g = micro * world + rank  # this micro-batch's index in the epoch, across all ranks
+            first = (micro - micro % micro_per_step) * world  # the step's first micro-batch
+            step_items = max(1, sum(epoch_items[epoch][first : first + micro_per_step * world]))
             batch = collate(train_rows, batches[g], tokenizer.pad_token_id, config.type_vocab_size > 0, device)
             torch.manual_seed(_batch_seed(recipe.seed, epoch, g))  # dropout
             sync = (micro + 1) % micro_per_step == 0
             no_sync = model.no_sync() if world > 1 and not sync else contextlib.nullcontext()
             with no_sync, torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 s = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-                terms = {"task": task_loss(task, problem, s, batch["labels"])}
+                # this rank's share of the step's mean, times the ranks (DistributedDataParallel averages them)
+                share = world / step_items
+                terms = {"task": task_loss(task, problem, s, batch["labels"]) * share}
                 if teacher is not None:
                     with torch.no_grad():
                         t = teacher(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-                    terms["distil"] = soft_loss(task, problem, s, t, batch, recipe.temperature)
+                    terms["distil"] = soft_loss(task, problem, s, t, batch, recipe.temperature) * share
                     loss = recipe.alpha_distil * terms["distil"] + (1 - recipe.alpha_distil) * terms["task"]
                 else:
                     loss = terms["task"]
-                scaler.scale(loss / micro_per_step).backward()
+                scaler.scale(loss).backward()
             for k, v in {"loss": loss, **terms}.items():
-                totals[k] = totals.get(k, 0.0) + float(v.detach()) / micro_per_step
+                totals[k] = totals.get(k, 0.0) + float(v.detach())
             tokens += int(batch["attention_mask"].sum())
             micro += 1
             if not sync:
@@ -422,27 +433,38 @@ def collate(rows: Rows, indices, pad_id: int, token_types: bool, device) -> dict
     return batch
 
 
+def loss_items(task: str, problem: str | None, labels: list, num_labels: int) -> int:
+    """What a task's loss averages over in some rows' targets: labelled tokens (NER), rows x labels
+    (multi-label), else rows."""
+    if task == "token-classification":
+        return sum(sum(1 for t in row if t != IGNORE) for row in labels)
+    return len(labels) * (num_labels if problem == "multi_label_classification" else 1)
+
+
 def task_loss(task: str, problem: str | None, out: dict, labels):
-    """transformers' heads' losses: cross-entropy, MSE (regression), BCE (multi-label), mean of start and end."""
+    """transformers' heads' losses, summed over the items `loss_items` counts (divided by their number, the
+    head's mean): cross-entropy, MSE (regression), BCE (multi-label), half of start's plus end's."""
     import torch.nn.functional as F
 
     if task == "question-answering":
-        start = F.cross_entropy(out["start_logits"].float(), labels[:, 0])
-        end = F.cross_entropy(out["end_logits"].float(), labels[:, 1])
+        start = F.cross_entropy(out["start_logits"].float(), labels[:, 0], reduction="sum")
+        end = F.cross_entropy(out["end_logits"].float(), labels[:, 1], reduction="sum")
         return (start + end) / 2
     logits = out["logits"].float()
     if task == "token-classification":
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE)
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE,
+                               reduction="sum")
     if problem == "regression":
-        return F.mse_loss(logits.squeeze(-1), labels)
+        return F.mse_loss(logits.squeeze(-1), labels, reduction="sum")
     if problem == "multi_label_classification":
-        return F.binary_cross_entropy_with_logits(logits, labels)
-    return F.cross_entropy(logits, labels)
+        return F.binary_cross_entropy_with_logits(logits, labels, reduction="sum")
+    return F.cross_entropy(logits, labels, reduction="sum")
 
 
 def soft_loss(task: str, problem: str | None, s: dict, t: dict, batch: dict, temperature: float):
-    """The student against the teacher's softened outputs: KL x T^2 over classes, over each labelled token,
-    over start and over end positions (padding excluded); MSE for regression, soft BCE for multi-label."""
+    """The student against the teacher's softened outputs, summed over the same items as `task_loss`: KL x T^2
+    over classes, over each labelled token, over start and over end positions (padding excluded); squared
+    error for regression, soft BCE for multi-label."""
     import torch
     import torch.nn.functional as F
 
@@ -452,16 +474,16 @@ def soft_loss(task: str, problem: str | None, s: dict, t: dict, batch: dict, tem
         real = batch["attention_mask"].bool()
         floor = torch.finfo(torch.float32).min
         terms = [distillation_loss(s[k].float().masked_fill(~real, floor), t[k].float().masked_fill(~real, floor),
-                                   temperature=temperature) for k in ("start_logits", "end_logits")]
+                                   temperature=temperature, reduction="sum") for k in ("start_logits", "end_logits")]
         return (terms[0] + terms[1]) / 2
     if task == "token-classification":
-        return distillation_loss(s["logits"], t["logits"], batch["labels"] != IGNORE, temperature)
+        return distillation_loss(s["logits"], t["logits"], batch["labels"] != IGNORE, temperature, reduction="sum")
     if problem == "regression":
-        return F.mse_loss(s["logits"].float(), t["logits"].float())
+        return F.mse_loss(s["logits"].float(), t["logits"].float(), reduction="sum")
     if problem == "multi_label_classification":
         soft = torch.sigmoid(t["logits"].float() / temperature)
-        return F.binary_cross_entropy_with_logits(s["logits"].float() / temperature, soft) * temperature**2
-    return distillation_loss(s["logits"], t["logits"], temperature=temperature)
+        return F.binary_cross_entropy_with_logits(s["logits"].float() / temperature, soft, reduction="sum") * temperature**2
+    return distillation_loss(s["logits"], t["logits"], temperature=temperature, reduction="sum")
 
 
 def main_metric(recipe: FinetuneRecipe, problem: str | None) -> str:

@@ -16,12 +16,14 @@ def _select(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return x if mask is None else x[mask]
 
 
-def distillation_loss(student_logits, teacher_logits, mask=None, temperature: float = 2.0) -> torch.Tensor:
-    """KL(teacher || student) on distributions softened by T, times T^2 (Hinton et al. 2015)."""
+def distillation_loss(student_logits, teacher_logits, mask=None, temperature: float = 2.0,
+                      reduction: str = "mean") -> torch.Tensor:
+    """KL(teacher || student) on distributions softened by T, times T^2 (Hinton et al. 2015); averaged over
+    the N positions, or with reduction "sum" summed over them."""
     s = _select(student_logits, mask).float() / temperature  # (N, vocab)
     t = _select(teacher_logits, mask).float() / temperature
     kl = F.kl_div(F.log_softmax(s, dim=-1), F.log_softmax(t, dim=-1), reduction="sum", log_target=True)
-    return kl / s.size(0) * temperature**2
+    return kl * temperature**2 if reduction == "sum" else kl / s.size(0) * temperature**2
 
 
 def mlm_loss(logits, labels) -> torch.Tensor:
