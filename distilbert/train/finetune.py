@@ -184,8 +184,9 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, overwrite: bool = Fal
                      for e in range(recipe.epochs)]
     steps_per_epoch = [len(b) // (world * micro_per_step) for b in epoch_batches]  # leftovers are skipped
     # What each micro-batch's loss averages over. Every loss is summed and divided by the step's count, across
-    # its accumulated micro-batches and the ranks, so a step is one batch of all its rows (as transformers'
-    # Trainer does with num_items_in_batch), not the mean of each micro-batch's mean.
+    # its accumulated micro-batches and the ranks, so a step is one batch of all its rows, not the mean of each
+    # micro-batch's mean (which transformers' Trainer takes for these heads: its num_items_in_batch reaches
+    # only heads whose loss function takes it).
     epoch_items = [[loss_items(task, problem, [train_rows.labels[i] for i in b], len(id2label)) for b in batches]
                    for batches in epoch_batches]
     if min(steps_per_epoch) == 0:
@@ -482,7 +483,8 @@ def soft_loss(task: str, problem: str | None, s: dict, t: dict, batch: dict, tem
         return F.mse_loss(s["logits"].float(), t["logits"].float(), reduction="sum")
     if problem == "multi_label_classification":
         soft = torch.sigmoid(t["logits"].float() / temperature)
-        return F.binary_cross_entropy_with_logits(s["logits"].float() / temperature, soft, reduction="sum") * temperature**2
+        bce = F.binary_cross_entropy_with_logits(s["logits"].float() / temperature, soft, reduction="sum")
+        return bce * temperature**2
     return distillation_loss(s["logits"], t["logits"], temperature=temperature, reduction="sum")
 
 
