@@ -28,6 +28,8 @@ def test_kl_by_hand_with_t_squared(temperature):
     ps, pt = softmax(s.numpy() / temperature), softmax(t.numpy() / temperature)
     expected = (pt * (np.log(pt) - np.log(ps))).sum(-1).mean() * temperature**2
     assert distillation_loss(s, t, temperature=temperature).item() == pytest.approx(expected, rel=1e-5)
+    summed = distillation_loss(s, t, temperature=temperature, reduction="sum").item()
+    assert summed == pytest.approx(expected * 3, rel=1e-5)  # over the 3 positions
 
 
 def test_padding_is_ignored():
