@@ -292,7 +292,7 @@ def test_every_step_is_the_trainers_step(tmp_path, setup, name):
     save_reference(start, tmp_path / "start")  # the checkpoint has this task's head: both runs start from it
 
     # our (micro-)batches, as the loop draws them (rows at random)
-    net, config, tokenizer = load_student(recipe, id2label, None)
+    _, config, tokenizer = load_student(recipe, id2label, None)
     max_length = min(recipe.max_length, config.max_position_embeddings)
     rows = encode(recipe, tokenizer, examples, config, max_length, training=True, where=recipe.train)
     size = recipe.batch_size

@@ -187,8 +187,8 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, overwrite: bool = Fal
     # its accumulated micro-batches and the ranks, so a step is one batch of all its rows, not the mean of each
     # micro-batch's mean (which transformers' Trainer takes for these heads: its num_items_in_batch reaches
     # only heads whose loss function takes it).
-    epoch_items = [[loss_items(task, problem, [train_rows.labels[i] for i in b], len(id2label)) for b in batches]
-                   for batches in epoch_batches]
+    items = [loss_items(task, problem, target, len(id2label)) for target in train_rows.labels]
+    epoch_items = [[sum(items[i] for i in b) for b in batches] for batches in epoch_batches]
     if min(steps_per_epoch) == 0:
         raise UserError(f"{recipe.train} makes {len(epoch_batches[0])} batches, fewer than one step needs "
                         f"({world} processes x {micro_per_step} accumulation); lower --batch-size or --gradient-accumulation")
@@ -434,12 +434,12 @@ def collate(rows: Rows, indices, pad_id: int, token_types: bool, device) -> dict
     return batch
 
 
-def loss_items(task: str, problem: str | None, labels: list, num_labels: int) -> int:
-    """What a task's loss averages over in some rows' targets: labelled tokens (NER), rows x labels
-    (multi-label), else rows."""
+def loss_items(task: str, problem: str | None, target, num_labels: int) -> int:
+    """What a task's loss averages over in one row's target: its labelled tokens (NER), its labels
+    (multi-label), else the row."""
     if task == "token-classification":
-        return sum(sum(1 for t in row if t != IGNORE) for row in labels)
-    return len(labels) * (num_labels if problem == "multi_label_classification" else 1)
+        return sum(1 for t in target if t != IGNORE)
+    return num_labels if problem == "multi_label_classification" else 1
 
 
 def task_loss(task: str, problem: str | None, out: dict, labels):
