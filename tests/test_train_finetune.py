@@ -52,6 +52,13 @@ def setup(tmp_path_factory):
     dev = {"version": "1.1", "data": [{"title": article["title"], "paragraphs": article["paragraphs"][3:5]}]}
     (root / "squad-train.json").write_text(json.dumps(train))
     (root / "squad-dev.json").write_text(json.dumps(dev))
+    stsb = data_file("glue", "STS-B", "train.tsv").read_text().splitlines()
+    (root / "stsb-train.tsv").write_text("\n".join(stsb[:49]) + "\n")
+    (root / "stsb-dev.tsv").write_text("\n".join(stsb[:1] + stsb[100:117]) + "\n")
+    for name, part in (("multi-train.jsonl", lines[1:49]), ("multi-dev.jsonl", lines[500:517])):  # SST-2, 3 labels
+        rows = [line.split("\t") for line in part]
+        (root / name).write_text("".join(json.dumps({"text": t, "label": [["negative", "positive"][int(y)]] +
+                                                     (["long"] if len(t) > 40 else [])}) + "\n" for t, y in rows))
     return root
 
 
@@ -261,6 +268,10 @@ PARITY = {  # name: (task, family, head, data files, settings)
              {"glue": "sst2", "max_grad_norm": 0.2}),
     "squad": ("question-answering", "distilbert", "ForQuestionAnswering", ("squad-train.json", "squad-dev.json"),
               {"max_length": 64, "doc_stride": 16}),
+    "stsb": ("text-classification", "distilbert", "ForSequenceClassification", ("stsb-train.tsv", "stsb-dev.tsv"),
+             {"glue": "stsb"}),
+    "multi-label": ("text-classification", "bert", "ForSequenceClassification",
+                    ("multi-train.jsonl", "multi-dev.jsonl"), {"max_grad_norm": 0.2}),
 }
 
 
@@ -283,16 +294,18 @@ def test_every_step_is_the_trainers_step(tmp_path, setup, name):
     settings.update(extra)
     recipe = FinetuneRecipe(**settings).resolved()
     examples = read(task, recipe.train, recipe.columns(), recipe.glue)
-    id2label, _ = labels_of(recipe, examples)
+    id2label, problem = labels_of(recipe, examples)
     no_dropout = (dict(dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0, qa_dropout=0.0)
                   if family == "distilbert" else dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
     labels = {} if task == "question-answering" else dict(
         id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    if problem in ("regression", "multi_label_classification"):
+        labels["problem_type"] = problem
     start = make_reference(family, head, vocab_size=30522, seed=3, **no_dropout, **labels)
     save_reference(start, tmp_path / "start")  # the checkpoint has this task's head: both runs start from it
 
     # our (micro-)batches, as the loop draws them (rows at random)
-    _, config, tokenizer = load_student(recipe, id2label, None)
+    _, config, tokenizer = load_student(recipe, id2label, problem)
     max_length = min(recipe.max_length, config.max_position_embeddings)
     rows = encode(recipe, tokenizer, examples, config, max_length, training=True, where=recipe.train)
     size = recipe.batch_size
