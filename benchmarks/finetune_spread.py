@@ -2,13 +2,17 @@
 task and seed, several runs at once on one machine (a GPU, or many cores), for the run-to-run spread that
 recipes/finetune-minilm.sh measures too slowly on two cores.
 
+Each run is bound by its own process's CPU, not by the GPU: on one H200 with 16 cores, MiniLM steps ran at
+about 18 a second (batch 32, ours and the Trainer alike) whether 6 or 15 runs shared it. Set --deadline from
+the longest run's steps at that rate (SST-2: 6,315 steps, about 6 minutes, plus its evaluations).
+
 Each run is a fresh process. Ours is scored by its own validation every epoch: the last epoch's score is the
 like-for-like figure (the Trainer keeps its last model), and the best epoch's, which is what ours keeps, is
 reported beside it. The Trainer's GLUE runs are scored with distilbert.metrics, its NER and QA models with
 `distilbert evaluate`. The distillation variant (a 3-layer student of MiniLM learning SST-2 from MiniLM
 fine-tuned on SST-2, against the same student trained alone) runs as one chain beside the rest.
 
-usage: finetune_spread.py MODEL --data DIR --out OUT [--seeds 42,43,44] [--tasks cola,mrpc,...]
+usage: finetune_spread.py MODEL --data DIR --out OUT [--seeds 42,43,44] [--tasks cola,mrpc,squad-runner,...]
                           [--jobs 8] [--deadline SECONDS] [--distil] [--max-steps N]
        finetune_spread.py --summary OUT
 DIR holds glue/<Task>/{train,dev}.tsv, conll-train.txt, conll-valid.txt, squad-train.json, squad-dev.json.
@@ -30,10 +34,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 GLUE = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "rte": "RTE"}
 CLI = [sys.executable, "-m", "distilbert"]
+# A task named TASK-runner runs only ours, with the settings of the Trainer's script for TASK (run_glue's,
+# run_ner's, run_qa's: no warm-up, no weight decay; run_ner: batch 8 at 5e-5; run_qa: 2 epochs at batch 12,
+# 3e-5), beside the Trainer's runs of TASK.
+RUNNER = {"glue": ["--warmup", "0", "--weight-decay", "0"],
+          "ner": ["--batch-size", "8", "--learning-rate", "5e-5", "--warmup", "0", "--weight-decay", "0"],
+          "squad": ["--epochs", "2", "--batch-size", "12", "--learning-rate", "3e-5", "--warmup", "0",
+                    "--weight-decay", "0"]}
 TRAINER = [sys.executable, str(ROOT / "benchmarks" / "finetune_trainer.py")]
 
 
 def ours_command(model: str, data: Path, task: str, seed: int, out: Path, extra: list[str]) -> list[str]:
+    if task.endswith("-runner"):
+        task = task.removesuffix("-runner")
+        extra = [*RUNNER["glue" if task in GLUE else task], *extra]
     common = ["--model", model, "--seed", str(seed), "--out", str(out), "--overwrite", *extra]
     if task in GLUE:
         return [*CLI, "finetune", "--glue", task, "--data-dir", str(data / "glue"), *common]
@@ -58,6 +72,7 @@ def trainer_command(model: str, data: Path, task: str, seed: int, out: Path, ext
 def ours_result(out: Path, task: str) -> dict:
     from distilbert.data.glue import score
 
+    task = task.removesuffix("-runner")
     results = json.loads((out / "eval_results.json").read_text())
     metric = results["metric"]
 
@@ -68,6 +83,15 @@ def ours_result(out: Path, task: str) -> dict:
 
     return {"score": value(results["history"][-1]), "best_epoch_score": value(results["best"]),
             "history": results["history"]}
+
+
+def evaluations_so_far(out: Path) -> list[dict]:
+    """What a run stopped by the deadline had scored: our runs log each evaluation to log.jsonl as it ends."""
+    try:
+        lines = (json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip())
+        return [line for line in lines if any(k.startswith("eval_") for k in line)]
+    except (OSError, ValueError):
+        return []
 
 
 def run_one(job: dict, log_dir: Path, deadline: float) -> dict:
@@ -81,7 +105,8 @@ def run_one(job: dict, log_dir: Path, deadline: float) -> dict:
             code = subprocess.run(job["command"], stdout=f, stderr=subprocess.STDOUT, timeout=left, cwd=ROOT,
                                   env={**os.environ, "PYTHONPATH": str(ROOT)}).returncode
         except subprocess.TimeoutExpired:
-            return {**job, "status": "stopped (deadline)", "seconds": time.perf_counter() - started}
+            return {**job, "status": "stopped (deadline)", "seconds": time.perf_counter() - started,
+                    "evaluations_so_far": evaluations_so_far(Path(job["out"]))}
     result = {**job, "status": "ok" if code == 0 else f"exit {code}", "seconds": time.perf_counter() - started}
     if code == 0:
         out = Path(job["out"])
@@ -137,7 +162,7 @@ def summary(out: Path) -> None:
                 print(f"{who} (3 layers) SST-2: last epoch {r['score']:.1f}, best epoch {r['best_epoch_score']:.1f}")
     for r in rows:
         if r["status"] != "ok":
-            print(f"{r['name']}: {r['status']}")
+            print(f"{r['name']}: {r['status']}", *r.get("evaluations_so_far", []))
 
 
 def main() -> None:
@@ -165,6 +190,8 @@ def main() -> None:
     for seed in (int(s) for s in a.seeds.split(",")):
         for task in filter(None, a.tasks.split(",")):
             for who, command, extra in (("ours", ours_command, ours_extra), ("trainer", trainer_command, trainer_extra)):
+                if who == "trainer" and task.endswith("-runner"):
+                    continue
                 run = out / who / task / f"seed-{seed}"
                 jobs.append({"name": f"{who}-{task}-{seed}", "who": who, "task": task, "seed": seed, "out": str(run),
                              "command": command(a.model, data, task, seed, run, extra)})
