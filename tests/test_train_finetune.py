@@ -264,6 +264,9 @@ PARITY = {  # name: (task, family, head, data files, settings)
     # 2 micro-batches of 4 a step: the step's mean over all its labelled tokens, as of one batch of 8
     "ner-accumulated": ("token-classification", "bert", "ForTokenClassification", ("ner-train.txt", "ner-dev.txt"),
                         {"batch_size": 4, "gradient_accumulation": 2}),
+    # batches of like lengths: the step's summed loss over its rows x the data's mean labelled tokens a row
+    "ner-grouped": ("token-classification", "bert", "ForTokenClassification", ("ner-train.txt", "ner-dev.txt"),
+                    {"group_by_length": True}),
     "sst2": ("text-classification", "distilbert", "ForSequenceClassification", ("train.tsv", "dev.tsv"),
              {"glue": "sst2", "max_grad_norm": 0.2}),
     "squad": ("question-answering", "distilbert", "ForQuestionAnswering", ("squad-train.json", "squad-dev.json"),
@@ -309,7 +312,8 @@ def test_every_step_is_the_trainers_step(tmp_path, setup, name):
     max_length = min(recipe.max_length, config.max_position_embeddings)
     rows = encode(recipe, tokenizer, examples, config, max_length, training=True, where=recipe.train)
     size = recipe.batch_size
-    batches = batching.shuffled_groups(rows.lengths(), size, size * max_length, recipe.seed, 0, window=1)
+    window = batching.WINDOW if recipe.group_by_length else 1
+    batches = batching.shuffled_groups(rows.lengths(), size, size * max_length, recipe.seed, 0, window=window)
     assert len(batches) >= 6 * recipe.gradient_accumulation
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "start")
     features = []
@@ -339,7 +343,22 @@ def test_every_step_is_the_trainers_step(tmp_path, setup, name):
         output_dir=str(tmp_path / "trainer"), per_device_train_batch_size=size * n, max_steps=6, learning_rate=1e-3,
         warmup_steps=2, weight_decay=0.01, max_grad_norm=recipe.max_grad_norm, lr_scheduler_type="linear",
         logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True)
-    trainer = SameBatches(model=start.train(), args=args)
+    compute_loss_func = None
+    if recipe.group_by_length and task == "token-classification":
+        # Batches of like lengths: not the mean over the step's own labelled tokens (a batch of short
+        # sentences would give each of its few tokens a large share) but the sum over them divided by the
+        # step's rows x the mean labelled tokens a row over the training data.
+        per_row = np.mean([sum(label != -100 for label in labels) for labels in rows.labels])
+
+        def compute_loss_func(outputs, labels, num_items_in_batch=None):
+            logits = outputs["logits"]
+            summed = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                                       ignore_index=-100, reduction="sum")
+            return summed / (labels.shape[0] * per_row)
+
+        lengths = rows.lengths()
+        assert np.std([np.mean([lengths[i] for i in b]) for b in batches[:6]]) > 2  # the batches' lengths differ
+    trainer = SameBatches(model=start.train(), args=args, compute_loss_func=compute_loss_func)
     trainer.train()
     theirs = [r["loss"] for r in trainer.state.log_history if "loss" in r]
 

@@ -5,7 +5,9 @@ runlog): AdamW without decay on biases and LayerNorms, linear warm-up then decay
 grouped by length under a token budget (batching.shuffled_groups), gradient accumulation, DDP under
 torchrun, bf16 autocast where the hardware has it, full-state checkpoints and bit-identical resume. A step's
 loss is the mean over all its rows' items (rows, or labelled tokens for NER) whatever the micro-batches
-and ranks that hold them: the same step as one process with the whole batch.
+and ranks that hold them: the same step as one process with the whole batch. With batches grouped by length
+the divisor is the step's rows times the data's mean items a row, so every NER token weighs the same in
+every step, as in random batches on average.
 The validation set is scored every epoch (or every `eval_steps`) with the task's metric; the best model by
 `metric` is the one kept. With a teacher (a model fine-tuned on the same task) the loss adds the KL of
 softened outputs (Sanh et al. 2019, section 4.1, "distillation during fine-tuning").
@@ -188,7 +190,14 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, overwrite: bool = Fal
     # micro-batch's mean (which transformers' Trainer takes for these heads: its num_items_in_batch reaches
     # only heads whose loss function takes it).
     items = [loss_items(task, problem, target, len(id2label)) for target in train_rows.labels]
-    epoch_items = [[sum(items[i] for i in b) for b in batches] for batches in epoch_batches]
+    if recipe.group_by_length:
+        # Batches of like lengths hold like counts of items: a step of short sentences would give each of its
+        # few tokens a large share. Divide by the count the step's rows hold on average over the data instead,
+        # so every item weighs the same in every step, as it does (on average) in random batches.
+        per_row = sum(items) / max(1, len(items))
+        epoch_items = [[len(b) * per_row for b in batches] for batches in epoch_batches]
+    else:
+        epoch_items = [[sum(items[i] for i in b) for b in batches] for batches in epoch_batches]
     if min(steps_per_epoch) == 0:
         raise UserError(f"{recipe.train} makes {len(epoch_batches[0])} batches, fewer than one step needs "
                         f"({world} processes x {micro_per_step} accumulation); lower --batch-size or --gradient-accumulation")
