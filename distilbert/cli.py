@@ -284,7 +284,7 @@ def _export_savedmodel(model, out_dir, task, opset, optimize, quantize, drift_te
 def serve(model: str, task: str | None = None, host: str = "127.0.0.1", port: int = 8080, backend: str | None = None,
           precision: str = "fp32", threads: int | None = None, max_batch_tokens: int = 1024,
           max_concurrent_requests: int = 512, max_client_batch_size: int = 32, payload_limit: int = 2_000_000,
-          api_key: str | None = None, workers: int = 1, pooling: str | None = None) -> None:
+          api_key: str | None = None, workers: int = 1, pooling: str | None = None, compile: bool = False) -> None:
     """Serve MODEL over HTTP (TEI routes, OpenAI embeddings, the Hugging Face Inference API) until SIGTERM."""
     try:
         from .serve import Settings, run
@@ -293,7 +293,7 @@ def serve(model: str, task: str | None = None, host: str = "127.0.0.1", port: in
     settings = Settings(model=model, task=task, backend=backend, precision=precision, threads=threads,
                         max_batch_tokens=max_batch_tokens, max_concurrent_requests=max_concurrent_requests,
                         max_client_batch_size=max_client_batch_size, payload_limit=payload_limit, api_key=api_key,
-                        pooling=pooling)
+                        pooling=pooling, compile=compile)
     print(f"serving {model} on http://{host}:{port} (docs at /docs)", file=sys.stderr, flush=True)
     run(settings, host=host, port=port, workers=workers)
 
@@ -864,7 +864,9 @@ COMMANDS: dict[str, tuple[Callable, list[str | Option]]] = {
         option("--payload-limit", type=_positive, help="request body bytes"),
         option("--api-key", help="require 'Authorization: Bearer KEY' on every route but /health"),
         option("--workers", type=_positive, help="processes, each with the model and its share of the cores"),
-        "--pooling"]),
+        "--pooling", option("--compile", action="store_true",
+                            help="torch backend: torch.compile the network at start-up (20-40 s on a CPU; then "
+                                 "about 13%% faster in bf16, 5%% in fp32)")]),
     "prepare-data": (prepare_data, ["text_files", "--tokenizer", "--out", "--max-length", "--unit", "--workers"]),
     "new-model": (new_model, ["out", "--tokenizer", "--family", "--dim", "--layers", "--heads", "--hidden-dim",
                               "--max-positions", "--seed"]),

@@ -42,6 +42,10 @@ def test_backend_choices(mlm_checkpoint, exported, cache):
         load_backend(out, backend="onnx", precision="bf16")
     with pytest.raises(UserError, match="unknown precision 'fp8'"):
         load_backend(out, precision="fp8")
+    with pytest.raises(UserError, match="compile is for the torch backend, not the onnx backend"):
+        load_backend(out, backend="onnx", compile=True)
+    with pytest.raises(UserError, match="compile is for the torch backend, not the onnx backend"):
+        load_backend(out, compile=True)  # an exported folder: ONNX Runtime by nature
     # every backend answers the same interface with the same numbers
     a = load_backend(source, backend="torch").run(IDS, MASK)["logits"]
     b = load_backend(out, backend="onnx").run(IDS, MASK)["logits"]
@@ -49,6 +53,37 @@ def test_backend_choices(mlm_checkpoint, exported, cache):
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
     at = IDS == 103
     np.testing.assert_allclose(load_backend(out).run(IDS, MASK, logits_at=at)["logits"], a[at], rtol=0, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_compiled_torch_backend_gives_the_eager_numbers(mlm_checkpoint, precision):
+    """torch.compile (TorchInductor, dynamic shapes, frozen weights), compiled at load: eager's numbers for
+    batch sizes and lengths it has not seen, padded rows and the masked-LM gather included, with no compiling
+    after load."""
+    from torch._dynamo.utils import counters
+
+    source, _ = mlm_checkpoint
+    eager = load_backend(source, backend="torch", precision=precision)
+    compiled = load_backend(source, backend="torch", precision=precision, compile=True)
+    graphs = counters["stats"]["unique_graphs"]
+    rng = np.random.default_rng(0)
+    for rows, length in ((1, 5), (3, 17), (7, 9), (2, 40), (1, 12)):
+        ids = rng.integers(1000, 30000, (rows, length))
+        ids[:, 0], ids[:, length // 2] = 101, 103
+        mask = np.ones_like(ids)
+        mask[-1, length // 2 + 1:] = 0  # the last row padded
+        at = ids == 103
+        for a, b in ((compiled.run(ids, mask), eager.run(ids, mask)),
+                     (compiled.run(ids, mask, logits_at=at), eager.run(ids, mask, logits_at=at))):
+            x, y = a["logits"], b["logits"]
+            x, y = (x[mask.astype(bool)], y[mask.astype(bool)]) if x.ndim == 3 else (x, y)
+            if precision == "fp32":
+                np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+            else:  # bfloat16 rounds each fused operation's result once, eager each operation's
+                cosine = (x * y).sum(-1) / np.linalg.norm(x, axis=-1) / np.linalg.norm(y, axis=-1)
+                assert cosine.min() > 0.999
+    assert counters["stats"]["unique_graphs"] == graphs
 
 
 def test_the_natural_backend(mlm_checkpoint, exported, cache):

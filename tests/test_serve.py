@@ -615,3 +615,23 @@ def test_workers_share_the_cores_and_the_metrics(models, tmp_path):
         assert all(a[0] == 200 for a in answers)
         assert_same(answers[0][1], [pipe("two workers", pooling="mean", normalize=True)])
         assert metric(served.metrics(), "te_request_success_total") >= 32
+
+
+@pytest.mark.slow
+def test_a_compiled_server_answers_as_the_pipeline(models, tmp_path):
+    """`--compile`: the network compiled at start-up (TorchInductor), the answers eager's; on a backend that
+    cannot compile, a one-line error and exit 2."""
+    folder = models["fill"]
+    pipe = distilbert.pipeline("fill-mask", model=folder, backend="torch")
+    texts = ["Hello I'm a [MASK] model.", "The [MASK] sat on the [MASK] by the " + text_of(30)]
+    with serve(tmp_path, folder, "--backend", "torch", "--compile") as served, served.client() as client:
+        answers = asyncio.run(_load(served.url, [("/", {"inputs": t}) for t in texts * 4], clients=8))
+        assert all(a[0] == 200 for a in answers)
+        for (_, got, _), text in zip(answers, texts * 4):
+            assert_same(got, pipe(text))
+        assert_same(client.post("/", json={"inputs": texts, "parameters": {"top_k": 3}}).json(), pipe(texts, top_k=3))
+    p = subprocess.run([sys.executable, "-m", "distilbert.cli", "serve", str(models["onnx"]), "--compile"],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    error = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert error[-1].startswith("error: compile is for the torch backend, not the onnx backend"), p.stderr

@@ -50,6 +50,8 @@ def load_backend(model: str | Path, task: str | None = None, backend: str | None
     from .. import hub
     from .export_cache import cached_export
 
+    if backend in ("onnx", "keras"):
+        _torch_only(options, f"the {backend} backend")
     if backend == "keras":  # only when asked for: TensorFlow is an optional extra and slow to import
         return _keras(model, task, options)
     precision = options.get("precision", "fp32")
@@ -84,11 +86,15 @@ def load_backend(model: str | Path, task: str | None = None, backend: str | None
 def _onnx(folder, task, options):
     from .onnx import OnnxBackend
 
+    _torch_only(options, "the onnx backend")
+
     return OnnxBackend.load(folder, task, **options)
 
 
 def _keras(model, task, options):
     from .keras import KerasBackend
+
+    _torch_only(options, "the keras backend")
 
     return KerasBackend.load(model, task, **options)
 
@@ -97,3 +103,8 @@ def _torch(model, task, options):
     from .torch import TorchBackend
 
     return TorchBackend.load(model, task, **options)
+
+
+def _torch_only(options: dict, where: str) -> None:
+    if options.pop("compile", False):
+        raise UserError(f"compile is for the torch backend, not {where}: pass --backend torch, or leave --compile out")

@@ -52,6 +52,7 @@ class Settings:
     task: str | None = None  # default: the head the checkpoint carries
     backend: str | None = None
     precision: str = "fp32"
+    compile: bool = False  # torch backend: torch.compile the network at start-up
     threads: int | None = None
     max_batch_tokens: int = 1024
     max_concurrent_requests: int = 512
@@ -103,7 +104,8 @@ class Server:
         self.inference = ThreadPoolExecutor(1, thread_name_prefix="distilbert-inference")
         try:
             engine = self.inference.submit(load_backend, settings.model, settings.task, settings.backend,
-                                           threads=settings.threads, precision=settings.precision).result()
+                                           threads=settings.threads, precision=settings.precision,
+                                           compile=settings.compile).result()
         except BaseException:
             self.inference.shutdown()
             raise
