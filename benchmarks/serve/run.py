@@ -207,6 +207,8 @@ def main() -> None:
     p.add_argument("--precision", choices=("fp32", "int8", "bf16"), default="fp32",
                    help="ours: int8 is the dynamic int8 export (onnx), bf16 the weights in bfloat16 (torch); "
                         "the reference stays fp32")
+    p.add_argument("--compile", action="store_true",
+                   help="torch: also our server with --compile, in the same turns (\"ours, compiled\")")
     p.add_argument("--max-requests", type=int, default=20000)
     p.add_argument("--only", default="embeddings,fill-mask")
     p.add_argument("--rounds", type=int, default=3,
@@ -218,10 +220,13 @@ def main() -> None:
     rounds = max(1, args.rounds)
     if (args.backend, args.precision) in (("onnx", "bf16"), ("torch", "int8")):
         p.error(f"--precision {args.precision} does not run on --backend {args.backend}: int8 is onnx, bf16 torch")
+    if args.compile and args.backend != "torch":
+        p.error("--compile is for --backend torch")
     if not all(prepare.ready(CACHE / WORKLOADS[w][2]) for w in args.only.split(",")):
         subprocess.run([str(PYTHON), str(HERE / "prepare.py")], check=True)
     results: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared)",
-                     "seconds": args.seconds, "backend": args.backend, "precision": args.precision, "runs": []}
+                     "seconds": args.seconds, "backend": args.backend, "precision": args.precision,
+                     "compile": args.compile, "date": time.strftime("%Y-%m-%d"), "runs": []}
     for workload in args.only.split(","):
         task, route, folder = WORKLOADS[workload]
         inputs = texts(workload)
@@ -232,12 +237,17 @@ def main() -> None:
         reference = [str(PYTHON), str(HERE / "reference_server.py"), str(CACHE / "hf"), "--task", task,
                      "--port", str(reference_port)]
         call = in_process(workload, args.backend, args.precision) if 1 in clients else None
-        # both up at once (an idle server costs nothing), measured in turns, so the machine's drift hits both alike
-        with server(ours, ours_port) as ours_up, server(reference, reference_port) as reference_up:
+        compiled_port = free_port()
+        compiled = [*ours[:ours.index("--port") + 1], str(compiled_port), *ours[ours.index("--port") + 2:], "--compile"]
+        # all up at once (an idle server costs nothing), measured in turns, so the machine's drift hits them alike
+        with contextlib.ExitStack() as stack:
+            up = {"ours": stack.enter_context(server(ours, ours_port)),
+                  **({"ours, compiled": stack.enter_context(server(compiled, compiled_port))} if args.compile else {}),
+                  "reference": stack.enter_context(server(reference, reference_port))}
             for n in clients:
-                parts: dict[str, list[dict]] = {"ours": [], "reference": [], "pipeline, in process": []}
+                parts: dict[str, list[dict]] = {name: [] for name in up} | {"pipeline, in process": []}
                 for _ in range(rounds):
-                    for name, (url, pid) in (("ours", ours_up), ("reference", reference_up)):
+                    for name, (url, pid) in up.items():
                         parts[name].append(asyncio.run(load(url, pid, route, inputs, n, args.seconds / rounds,
                                                             args.max_requests)))
                     if n == 1:
@@ -250,6 +260,7 @@ def main() -> None:
                         results["runs"].append(run)
                         print(json.dumps(run), flush=True)
     suffix = "" if (args.backend, args.precision) == ("onnx", "fp32") else f"-{args.backend}-{args.precision}"
+    suffix += ("-compile" if args.compile else "") + ("" if args.clients == "1,8,64" else f"-clients-{args.clients.replace(',', '-')}")
     out = HERE / f"results-{args.only.replace(',', '-')}{suffix}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
@@ -260,7 +271,7 @@ def table(results: dict) -> str:
     lines = ["| workload | clients | ours req/s | reference req/s | x throughput (rounds) | ours p50 / p99 ms | reference p50 / p99 ms "
              "| CPU ms per request, ours / reference | x CPU efficiency |", "|---|---|---|---|---|---|---|---|---|"]
     for (workload, server, n), ours in runs.items():
-        if server != "ours":
+        if not server.startswith("ours"):
             continue
         ref = runs.get((workload, "reference", n))
         ratio = f"{ours['throughput'] / ref['throughput']:.2f}" if ref and ref["throughput"] else "-"
@@ -268,7 +279,7 @@ def table(results: dict) -> str:
         if len(rounds) > 1 and all(r for _, r in rounds):
             each = [a / r for a, r in rounds]
             ratio += f" ({min(each):.2f}-{max(each):.2f})"
-        lines.append(f"| {workload} | {n} | {ours['throughput']} | {ref['throughput'] if ref else '-'} | {ratio} | "
+        lines.append(f"| {workload}{'' if server == 'ours' else ' (' + server + ')'} | {n} | {ours['throughput']} | {ref['throughput'] if ref else '-'} | {ratio} | "
                      f"{ours['p50_ms']} / {ours['p99_ms']} | {ref['p50_ms'] if ref else '-'} / {ref['p99_ms'] if ref else '-'} | "
                      f"{ours['cpu_ms_per_request']} / {ref['cpu_ms_per_request'] if ref else '-'} | "
                      f"{ref['cpu_ms_per_request'] / ours['cpu_ms_per_request']:.2f} |" if ref else "- |")
