@@ -6,3 +6,9 @@ class UserError(Exception):
 
     The message names the problem and what to do about it, on one line.
     """
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """An exception's first non-empty line, for a one-line message (its type's name when it has no text)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:limit]

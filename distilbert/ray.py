@@ -39,7 +39,7 @@ import pyarrow as pa  # noqa: E402
 import ray  # noqa: E402
 
 from . import tasks  # noqa: E402
-from .errors import UserError  # noqa: E402
+from .errors import UserError, first_line  # noqa: E402
 
 ROWS_PER_CALL = 16  # model batches handed to an actor per call: enough texts for length grouping to pay off
 OBJECT_STORE_BYTES = 500 * 2**20  # of a local Ray: streaming keeps a few blocks in flight, not the data set
@@ -345,8 +345,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
             quiet.pop("include_dashboard")
             ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot reach the Ray cluster at {address or 'a new local Ray'} ({first}); "
+        raise UserError(f"cannot reach the Ray cluster at {address or 'a new local Ray'} ({first_line(e, 1000)}); "
                         "start one with `ray start --head` or check --address") from None
     return True
 

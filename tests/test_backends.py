@@ -56,26 +56,41 @@ def test_backend_choices(mlm_checkpoint, exported, cache):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_a_compiled_torch_backend_gives_the_eager_numbers(mlm_checkpoint, precision):
+@pytest.mark.parametrize("model, precision", [("mlm", "fp32"), ("mlm", "bf16"), ("bert", "fp32")])
+def test_a_compiled_torch_backend_gives_the_eager_numbers(checkpoint_factory, cache, model, precision):
     """torch.compile (TorchInductor, dynamic shapes, frozen weights), compiled at load: eager's numbers for
-    batch sizes and lengths it has not seen, padded rows and the masked-LM gather included, with no compiling
-    after load."""
+    batch sizes and lengths it has not seen, padded rows, token types and the masked-LM gather (one [MASK] in
+    a batch, several, two in a row) included, with no compiling after load. Asked to compile with no backend named, a checkpoint
+    runs on PyTorch even where the export cache holds an ONNX export of it."""
+    import torch
     from torch._dynamo.utils import counters
 
-    source, _ = mlm_checkpoint
+    source, _ = (checkpoint_factory("distilbert", "ForMaskedLM", vocab="real") if model == "mlm"
+                 else checkpoint_factory("bert", "ForSequenceClassification", vocab="real"))
     eager = load_backend(source, backend="torch", precision=precision)
-    compiled = load_backend(source, backend="torch", precision=precision, compile=True)
+    before = counters["stats"]["unique_graphs"]
+    if model == "mlm" and precision == "fp32":
+        load_backend(source, backend="onnx")  # exported into the cache
+        assert kind(load_backend(source)) == "OnnxBackend"
+        compiled = load_backend(source, compile=True)
+    else:
+        compiled = load_backend(source, backend="torch", precision=precision, compile=True)
+    assert kind(compiled) == "TorchBackend" and isinstance(compiled.net, torch._dynamo.eval_frame.OptimizedModule)
     graphs = counters["stats"]["unique_graphs"]
+    assert graphs > before  # compiled at load
     rng = np.random.default_rng(0)
     for rows, length in ((1, 5), (3, 17), (7, 9), (2, 40), (1, 12)):
         ids = rng.integers(1000, 30000, (rows, length))
-        ids[:, 0], ids[:, length // 2] = 101, 103
+        ids[:, 0], ids[:, length // 2], ids[0, 1] = 101, 103, 103
         mask = np.ones_like(ids)
         mask[-1, length // 2 + 1:] = 0  # the last row padded
-        at = ids == 103
-        for a, b in ((compiled.run(ids, mask), eager.run(ids, mask)),
-                     (compiled.run(ids, mask, logits_at=at), eager.run(ids, mask, logits_at=at))):
+        types = None if model == "mlm" else (np.arange(length) >= length // 2).astype(np.int64)[None].repeat(rows, 0)
+        at, first = ids == 103, np.zeros(ids.shape, dtype=bool)
+        first[0, 1] = True  # a single [MASK] in the batch
+        pairs = [(compiled.run(ids, mask, types), eager.run(ids, mask, types))]
+        if model == "mlm":
+            pairs += [(compiled.run(ids, mask, logits_at=a), eager.run(ids, mask, logits_at=a)) for a in (at, first)]
+        for a, b in pairs:
             x, y = a["logits"], b["logits"]
             x, y = (x[mask.astype(bool)], y[mask.astype(bool)]) if x.ndim == 3 else (x, y)
             if precision == "fp32":

@@ -177,3 +177,11 @@ def test_python_dash_m_is_the_same_command(tmp_path):
     q = subprocess.run([sys.executable, "-m", "distilbert", "fill-mask", "x [MASK]", "--model", tmp_path / "none"],
                        capture_output=True, text=True, env=environment(), timeout=120)
     assert_user_error(q, "none")
+
+
+def test_first_line_of_an_error():
+    from distilbert.errors import first_line
+
+    assert first_line(ValueError("\n\n  the cause \nmore detail")) == "the cause"
+    assert first_line(AssertionError()) == "AssertionError"  # no text: its type
+    assert first_line(RuntimeError("x" * 500), 10) == "x" * 10

@@ -267,6 +267,9 @@ PARITY = {  # name: (task, family, head, data files, settings)
     # batches of like lengths: the step's summed loss over its rows x the data's mean labelled tokens a row
     "ner-grouped": ("token-classification", "bert", "ForTokenClassification", ("ner-train.txt", "ner-dev.txt"),
                     {"group_by_length": True}),
+    "ner-grouped-accumulated": ("token-classification", "bert", "ForTokenClassification",
+                                ("ner-train.txt", "ner-dev.txt"),
+                                {"group_by_length": True, "batch_size": 4, "gradient_accumulation": 2}),
     "sst2": ("text-classification", "distilbert", "ForSequenceClassification", ("train.tsv", "dev.tsv"),
              {"glue": "sst2", "max_grad_norm": 0.2}),
     "squad": ("question-answering", "distilbert", "ForQuestionAnswering", ("squad-train.json", "squad-dev.json"),

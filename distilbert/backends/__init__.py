@@ -63,7 +63,9 @@ def load_backend(model: str | Path, task: str | None = None, backend: str | None
         folder = hub.resolve(model, need="torch")
         if not hub.has_torch_weights(folder) and hub.has_onnx(folder):
             return _onnx(folder, task, options)  # an exported folder
-        cached = cached_export(folder, task, precision, create=False) if precision in hub.ONNX_FILES else None
+        # a cached export serves the checkpoint, unless it is to be compiled (PyTorch's)
+        cached = (cached_export(folder, task, precision, create=False)
+                  if precision in hub.ONNX_FILES and not options.get("compile") else None)
         return _onnx(cached, task, options) if cached is not None else _torch(folder, task, options)
     if backend == "torch":
         if not torch_installed:
@@ -86,15 +88,12 @@ def load_backend(model: str | Path, task: str | None = None, backend: str | None
 def _onnx(folder, task, options):
     from .onnx import OnnxBackend
 
-    _torch_only(options, "the onnx backend")
-
+    _torch_only(options, "the onnx backend")  # an exported folder, or no PyTorch
     return OnnxBackend.load(folder, task, **options)
 
 
 def _keras(model, task, options):
     from .keras import KerasBackend
-
-    _torch_only(options, "the keras backend")
 
     return KerasBackend.load(model, task, **options)
 
@@ -107,4 +106,5 @@ def _torch(model, task, options):
 
 def _torch_only(options: dict, where: str) -> None:
     if options.pop("compile", False):
-        raise UserError(f"compile is for the torch backend, not {where}: pass --backend torch, or leave --compile out")
+        raise UserError(f"compile is for the torch backend, not {where} (a PyTorch checkpoint can be compiled, "
+                        "an ONNX export cannot): choose the torch backend, or leave compile out")

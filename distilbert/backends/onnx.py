@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Config
-from ..errors import UserError
+from ..errors import UserError, first_line
 
 # Our fill-mask graphs take this optional input (default true): false computes the masked-LM head at the
 # [MASK] tokens alone and gives logits as (masks, 1, vocab) instead of (batch, length, vocab).
@@ -136,5 +136,4 @@ def open_session(path: Path, threads: int | None = None):
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
                                     disabled_optimizers=DISABLED_OPTIMIZERS)
     except (InvalidProtobuf, InvalidGraph, InvalidArgument, NoSuchFile, Fail) as e:  # what a damaged file gives
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path} is not a loadable ONNX model (truncated or corrupt?): {first[:200]}") from None
+        raise UserError(f"{path} is not a loadable ONNX model (truncated or corrupt?): {first_line(e)}") from None

@@ -9,7 +9,7 @@ import torch
 
 from ..checkpoint import load
 from ..config import Config
-from ..errors import UserError
+from ..errors import UserError, first_line
 from ..model import task_of
 
 
@@ -40,22 +40,23 @@ class TorchBackend:
 
     def compile(self) -> None:
         """torch.compile the network and compile it now, for every shape: a graph with dynamic batch and length,
-        one for a batch of one row, and for a masked LM the same with logits at chosen positions."""
+        one for a batch of one row, and for a masked LM the same with logits at one or several positions."""
         net = self.net
         self.net = torch.compile(net, dynamic=True, options={"freezing": True})
         ids = np.full((2, 8), self.config.pad_token_id or 0, dtype=np.int64)
         mask = np.ones_like(ids)
         types = np.zeros_like(ids) if self.config.type_vocab_size else None
-        at = np.zeros(ids.shape, dtype=bool)
-        at[:, 1] = True
+        one, two = np.zeros(ids.shape, dtype=bool), np.zeros(ids.shape, dtype=bool)
+        one[0, 1] = two[0, 1] = two[0, 2] = True  # one [MASK] in the batch, and two
         try:
-            for rows in (1, 2):
-                for logits_at in (None, at[:rows]) if self.task == "fill-mask" else (None,):
+            for rows in (1, 2):  # dynamo compiles a size of 1 apart from the others: rows, and masks below
+                for logits_at in (None, one[:rows], two[:rows]) if self.task == "fill-mask" else (None,):
                     self.run(ids[:rows], mask[:rows], None if types is None else types[:rows], logits_at)
         except Exception as e:  # TorchInductor builds C++ on CPUs: no compiler, or one it cannot use
             self.net = net
-            raise UserError(f"torch.compile failed ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]}); "
-                            "on a CPU it needs a C++ compiler (g++); leave --compile out") from None
+            cause = getattr(e, "inner_exception", None) or e.__cause__ or e  # dynamo wraps the backend's error
+            raise UserError(f"torch.compile failed ({type(cause).__name__}: {first_line(cause)}); on a CPU it needs "
+                            "a C++ compiler (g++); leave compile out") from None
 
     @torch.inference_mode()
     def run(self, input_ids, attention_mask, token_type_ids=None, logits_at=None) -> dict[str, np.ndarray]:

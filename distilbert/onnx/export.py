@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import tasks
 from ..backends.onnx import ALL_POSITIONS, ATTENTIONS
-from ..errors import UserError
+from ..errors import UserError, first_line
 from .files import data_file, onnx_bytes, save_model, write_report  # noqa: F401  (re-exported)
 
 DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17 on
@@ -169,8 +169,7 @@ def _torch_export(net, task: str, inputs: list[str], names: list[str], path: Pat
         # Any other failure is a bug (ours or the exporter's) and keeps its traceback.
         if not isinstance(e, torch.onnx.errors.OnnxExporterError) and "opset" not in str(e).lower():
             raise
-        first = str(e).strip().splitlines()[0][:300]
-        raise UserError(f"ONNX export failed with opset {opset}: {first}; try --opset {DEFAULT_OPSET}") from None
+        raise UserError(f"ONNX export failed with opset {opset}: {first_line(e, 300)}; try --opset {DEFAULT_OPSET}") from None
     finally:
         net.eval()  # the exporter restores the wrapper's mode recursively; a fresh wrapper was in training mode
         shutil.rmtree(tmp, ignore_errors=True)

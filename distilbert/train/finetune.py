@@ -6,8 +6,8 @@ grouped by length under a token budget (batching.shuffled_groups), gradient accu
 torchrun, bf16 autocast where the hardware has it, full-state checkpoints and bit-identical resume. A step's
 loss is the mean over all its rows' items (rows, or labelled tokens for NER) whatever the micro-batches
 and ranks that hold them: the same step as one process with the whole batch. With batches grouped by length
-the divisor is the step's rows times the data's mean items a row, so every NER token weighs the same in
-every step, as in random batches on average.
+the divisor is the step's rows times the data's mean items a row, so a step of short NER sentences weighs
+its tokens as a step of as many random rows does on average.
 The validation set is scored every epoch (or every `eval_steps`) with the task's metric; the best model by
 `metric` is the one kept. With a teacher (a model fine-tuned on the same task) the loss adds the KL of
 softened outputs (Sanh et al. 2019, section 4.1, "distillation during fine-tuning").
@@ -192,8 +192,8 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, overwrite: bool = Fal
     items = [loss_items(task, problem, target, len(id2label)) for target in train_rows.labels]
     if recipe.group_by_length:
         # Batches of like lengths hold like counts of items: a step of short sentences would give each of its
-        # few tokens a large share. Divide by the count the step's rows hold on average over the data instead,
-        # so every item weighs the same in every step, as it does (on average) in random batches.
+        # few tokens a large share. Divide by the count the step's rows hold on average over the data instead:
+        # a step weighs its items as a step of as many rows drawn at random does, on average.
         per_row = sum(items) / max(1, len(items))
         epoch_items = [[len(b) * per_row for b in batches] for batches in epoch_batches]
     else:
@@ -233,7 +233,7 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, overwrite: bool = Fal
         while micro < steps_per_epoch[epoch] * micro_per_step and step < total_steps:
             g = micro * world + rank  # this micro-batch's index in the epoch, across all ranks
             first = (micro - micro % micro_per_step) * world  # the step's first micro-batch
-            step_items = max(1, sum(epoch_items[epoch][first : first + micro_per_step * world]))
+            step_items = sum(epoch_items[epoch][first : first + micro_per_step * world]) or 1
             batch = collate(train_rows, batches[g], tokenizer.pad_token_id, config.type_vocab_size > 0, device)
             torch.manual_seed(_batch_seed(recipe.seed, epoch, g))  # dropout
             sync = (micro + 1) % micro_per_step == 0
