@@ -231,19 +231,17 @@ def main() -> None:
         task, route, folder = WORKLOADS[workload]
         inputs = texts(workload)
         model = CACHE / folder if args.backend == "onnx" else CACHE / "hf"
-        ours_port, reference_port = free_port(), free_port()
-        ours = [str(PYTHON), "-m", "distilbert.cli", "serve", str(model), "--task", task, "--port", str(ours_port),
+        ours = [str(PYTHON), "-m", "distilbert.cli", "serve", str(model), "--task", task,
                 "--backend", args.backend, "--precision", args.precision]
-        reference = [str(PYTHON), str(HERE / "reference_server.py"), str(CACHE / "hf"), "--task", task,
-                     "--port", str(reference_port)]
+        commands = {"ours": ours, **({"ours, compiled": [*ours, "--compile"]} if args.compile else {}),
+                    "reference": [str(PYTHON), str(HERE / "reference_server.py"), str(CACHE / "hf"), "--task", task]}
         call = in_process(workload, args.backend, args.precision) if 1 in clients else None
-        compiled_port = free_port()
-        compiled = [*ours[:ours.index("--port") + 1], str(compiled_port), *ours[ours.index("--port") + 2:], "--compile"]
         # all up at once (an idle server costs nothing), measured in turns, so the machine's drift hits them alike
         with contextlib.ExitStack() as stack:
-            up = {"ours": stack.enter_context(server(ours, ours_port)),
-                  **({"ours, compiled": stack.enter_context(server(compiled, compiled_port))} if args.compile else {}),
-                  "reference": stack.enter_context(server(reference, reference_port))}
+            up = {}
+            for name, command in commands.items():
+                port = free_port()
+                up[name] = stack.enter_context(server([*command, "--port", str(port)], port))
             for n in clients:
                 parts: dict[str, list[dict]] = {name: [] for name in up} | {"pipeline, in process": []}
                 for _ in range(rounds):

@@ -50,7 +50,7 @@ def load_backend(model: str | Path, task: str | None = None, backend: str | None
     from .. import hub
     from .export_cache import cached_export
 
-    if backend in ("onnx", "keras"):
+    if backend in ("onnx", "keras"):  # refused before the onnx backend exports a checkpoint (_onnx checks the rest)
         _torch_only(options, f"the {backend} backend")
     if backend == "keras":  # only when asked for: TensorFlow is an optional extra and slow to import
         return _keras(model, task, options)

@@ -43,7 +43,7 @@ class TorchBackend:
         one for a batch of one row, and for a masked LM the same with logits at one or several positions."""
         net = self.net
         self.net = torch.compile(net, dynamic=True, options={"freezing": True})
-        ids = np.full((2, 8), self.config.pad_token_id or 0, dtype=np.int64)
+        ids = np.full((2, 8), self.config.pad_token_id, dtype=np.int64)
         mask = np.ones_like(ids)
         types = np.zeros_like(ids) if self.config.type_vocab_size else None
         one, two = np.zeros(ids.shape, dtype=bool), np.zeros(ids.shape, dtype=bool)
