@@ -500,6 +500,8 @@ def test_load_64_clients(embedder):
     text = served.metrics()
     batches, rows = metric(text, "te_batch_next_size_count"), metric(text, "te_batch_next_size_sum")
     assert rows > batches, "no batch held more than one row"
+    # the batches' model time, taken on the inference thread, lies within the requests' time from batch to answer
+    assert 0 < metric(text, "te_batch_inference_duration_sum") <= metric(text, "te_request_inference_duration_sum")
     assert _rss(served.process.pid) - rss_before < 300 * 2**20  # memory bounded under load
 
 

@@ -7,8 +7,8 @@ our ONNX exports of it). A load generator on loopback: N concurrent clients, eac
 request back to back, for a fixed time (and at most --max-requests requests), then it stops. Texts are
 WikiText-2 paragraphs cut to 8-120 words (fill-mask: a [MASK] in the middle). Reports throughput and
 p50 / p99 latency per workload and client count, the ratios ours / reference, and, at one client, our
-pipeline called directly in this process (what the server adds; the server's p50 minus the pipeline's is
-given round by round), and the CPU time each server used per
+pipeline called directly in this process (what the server adds: the server's p50 minus the pipeline's, round by
+round, and, free of the two processes' speeds, the time around the model in each: see `added_ms`), and the CPU time each server used per
 request (from /proc): on a machine shared with other work the OS shares the cores out per thread, so a
 server running more threads gets more of them and wall-clock figures flatter it; CPU per request does not
 depend on that. At every client count the servers take turns over --rounds short windows, so that the
@@ -121,6 +121,15 @@ class Connection:
             self.writer.close()
 
 
+def model_seconds(url: str) -> tuple[float, float] | None:
+    """Our server's model time so far, from /metrics: (seconds, batches); None for a server without it."""
+    text = httpx.get(url + "/metrics", timeout=30).text
+    found = {name: float(value) for name, value in
+             (line.split() for line in text.splitlines() if line.startswith("te_batch_inference_duration_"))
+             if name.endswith(("_sum", "_count"))}
+    return (found["te_batch_inference_duration_sum"], found["te_batch_inference_duration_count"]) if found else None
+
+
 async def load(url: str, pid: int, route: str, inputs: list[str], clients: int, seconds: float,
                max_requests: int) -> dict:
     latencies: list[float] = []
@@ -131,6 +140,7 @@ async def load(url: str, pid: int, route: str, inputs: list[str], clients: int, 
     try:
         for text in inputs[:3]:  # warm-up
             await connections[0].post(route, {"inputs": text})
+        model_start = model_seconds(url) if clients == 1 else None
         start, cpu_start = time.perf_counter(), cpu_seconds(pid)
         deadline = start + seconds
 
@@ -149,10 +159,14 @@ async def load(url: str, pid: int, route: str, inputs: list[str], clients: int, 
 
         await asyncio.wait_for(asyncio.gather(*(worker(k) for k in range(clients))), seconds + 300)
         elapsed, cpu = time.perf_counter() - start, cpu_seconds(pid) - cpu_start
+        model_end = model_seconds(url) if model_start else None
     finally:
         for connection in connections:
             connection.close()
-    return measured(latencies, elapsed, cpu, errors)
+    out = measured(latencies, elapsed, cpu, errors)
+    if model_end and model_end[1] - model_start[1] == len(latencies) + errors:  # a batch a request: one client
+        out["model"] = model_end[0] - model_start[0]
+    return out
 
 
 def measured(latencies: list[float], elapsed: float, cpu: float, errors: int = 0) -> dict:
@@ -163,6 +177,7 @@ def measured(latencies: list[float], elapsed: float, cpu: float, errors: int = 0
             "throughput": round(len(latencies) / elapsed, 2),
             "p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
             "p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else None,
+            "mean_ms": round(float(ms.mean()), 2) if len(ms) else None,
             "latencies": latencies, "cpu": cpu}
 
 
@@ -172,7 +187,19 @@ def pooled(parts: list[dict]) -> dict:
                    sum(p["cpu"] for p in parts), sum(p["errors"] for p in parts))
     out["round_p50_ms"] = [p["p50_ms"] for p in parts]
     out["round_throughput"] = [p["throughput"] for p in parts]
+    if all("model" in p for p in parts):
+        out["around_model_ms"] = round(around_model(out["latencies"], sum(p["model"] for p in parts)), 2)
+        out["round_around_model_ms"] = [round(around_model(p["latencies"], p["model"]), 2) for p in parts]
     return out
+
+
+def around_model(latencies: list[float], model: float) -> float:
+    """Milliseconds a request spent outside the model, on average: its latency less the model's own time.
+
+    Each side's model time is measured in its own process, so this is free of how fast each process happens to
+    run the model (fresh processes of the same ONNX session differed by up to 10% on two shared cores, which
+    moved the difference of two p50s by +-3 ms)."""
+    return (sum(latencies) - model) * 1000 / len(latencies)
 
 
 def in_process(workload: str, backend: str, precision: str):
@@ -183,20 +210,31 @@ def in_process(workload: str, backend: str, precision: str):
     task, _, folder = WORKLOADS[workload]
     model = CACHE / folder if backend == "onnx" else CACHE / "hf"
     pipe = distilbert.pipeline(task, model=model, backend=backend, precision=precision)
-    return (lambda t: pipe(t, pooling="mean", normalize=True)) if task == "feature-extraction" else pipe
+    return pipe, ({"pooling": "mean", "normalize": True} if task == "feature-extraction" else {})
 
 
-def direct(call, inputs: list[str], seconds: float) -> dict:
-    """Our pipeline called in this process, one text at a time: the floor the server adds to."""
+def direct(pipe, params: dict, inputs: list[str], seconds: float) -> dict:
+    """Our pipeline called in this process, one text at a time: the floor the server adds to. Its three steps
+    as `pipe(text)` runs them, the model's step timed apart."""
+    def call(text: str) -> float:
+        job = pipe.preprocess(text, **params)
+        t = time.perf_counter()
+        outputs = pipe.forward(job.features)
+        forward = time.perf_counter() - t
+        pipe.postprocess(job, outputs)
+        return forward
+
     for text in inputs[:3]:
         call(text)
-    latencies, start, cpu_start, i = [], time.perf_counter(), time.process_time(), 0
+    latencies, model, start, cpu_start, i = [], 0.0, time.perf_counter(), time.process_time(), 0
     while time.perf_counter() - start < seconds:
         t = time.perf_counter()
-        call(inputs[i % len(inputs)])
+        model += call(inputs[i % len(inputs)])
         latencies.append(time.perf_counter() - t)
         i += 1
-    return measured(latencies, time.perf_counter() - start, time.process_time() - cpu_start)
+    out = measured(latencies, time.perf_counter() - start, time.process_time() - cpu_start)
+    out["model"] = model
+    return out
 
 
 def main() -> None:
@@ -235,7 +273,7 @@ def main() -> None:
                 "--backend", args.backend, "--precision", args.precision]
         commands = {"ours": ours, **({"ours, compiled": [*ours, "--compile"]} if args.compile else {}),
                     "reference": [str(PYTHON), str(HERE / "reference_server.py"), str(CACHE / "hf"), "--task", task]}
-        call = in_process(workload, args.backend, args.precision) if 1 in clients else None
+        pipe = in_process(workload, args.backend, args.precision) if 1 in clients else None
         # all up at once (an idle server costs nothing), measured in turns, so the machine's drift hits them alike
         with contextlib.ExitStack() as stack:
             up = {}
@@ -249,7 +287,7 @@ def main() -> None:
                         parts[name].append(asyncio.run(load(url, pid, route, inputs, n, args.seconds / rounds,
                                                             args.max_requests)))
                     if n == 1:
-                        parts["pipeline, in process"].append(direct(call, inputs, args.seconds / rounds))
+                        parts["pipeline, in process"].append(direct(*pipe, inputs, args.seconds / rounds))
                 for name, measurements in parts.items():
                     if measurements:
                         run = pooled(measurements)
@@ -291,6 +329,15 @@ def table(results: dict) -> str:
             added = [round(a - b, 1) for a, b in zip(ours["round_p50_ms"], r["round_p50_ms"])]
             lines.append(f"\n{workload}: at 1 client the server's p50 minus our pipeline's, round by round: "
                          f"{', '.join(f'{x:+}' for x in added)} ms (median {np.median(added):+.1f})")
+    for (workload, server, n), r in runs.items():
+        mine = runs.get((workload, "pipeline, in process", 1))
+        if server.startswith("ours") and n == 1 and mine and "around_model_ms" in r and "around_model_ms" in mine:
+            rounds = [a - b for a, b in zip(r["round_around_model_ms"], mine["round_around_model_ms"])]
+            lines.append(f"\n{workload}, {server}: at 1 client, a request's time outside the model, on average: "
+                         f"{r['around_model_ms']} ms in the server (HTTP, validation, tokenising, hand-over, "
+                         f"post-processing) against {mine['around_model_ms']} ms in our pipeline (tokenising, "
+                         f"post-processing): the server adds {r['around_model_ms'] - mine['around_model_ms']:+.2f} ms "
+                         f"(rounds {', '.join(f'{x:+.2f}' for x in rounds)})")
     return "\n".join(lines)
 
 
