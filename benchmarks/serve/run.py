@@ -7,11 +7,11 @@ our ONNX exports of it). A load generator on loopback: N concurrent clients, eac
 request back to back, for a fixed time (and at most --max-requests requests), then it stops. Texts are
 WikiText-2 paragraphs cut to 8-120 words (fill-mask: a [MASK] in the middle). Reports throughput and
 p50 / p99 latency per workload and client count, the ratios ours / reference, and, at one client, our
-pipeline called directly in this process (what the server adds: the server's p50 minus the pipeline's, round by
-round, and, free of the two processes' speeds, the time around the model in each: see `added_ms`), and the CPU time each server used per
-request (from /proc): on a machine shared with other work the OS shares the cores out per thread, so a
-server running more threads gets more of them and wall-clock figures flatter it; CPU per request does not
-depend on that. At every client count the servers take turns over --rounds short windows, so that the
+pipeline called directly in this process (what the server adds: the server's p50 minus the pipeline's, round
+by round, and, apart from how fast each process runs the model, the time outside the model in each, see
+`around_model`), and the CPU time each server used per request (from /proc): on a machine shared with other
+work the OS shares the cores out per thread, so a server running more threads gets more of them and
+wall-clock figures flatter it; CPU per request does not depend on that. At every client count the servers take turns over --rounds short windows, so that the
 machine's drift hits both alike; the figures pool the rounds. Writes benchmarks/serve/results-WORKLOADS.json.
 """
 
@@ -164,7 +164,7 @@ async def load(url: str, pid: int, route: str, inputs: list[str], clients: int, 
         for connection in connections:
             connection.close()
     out = measured(latencies, elapsed, cpu, errors)
-    if model_end and model_end[1] - model_start[1] == len(latencies) + errors:  # a batch a request: one client
+    if model_end and not errors and model_end[1] - model_start[1] == len(latencies):  # one client: a batch a request
         out["model"] = model_end[0] - model_start[0]
     return out
 
