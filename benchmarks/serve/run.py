@@ -197,8 +197,8 @@ def around_model(latencies: list[float], model: float) -> float:
     """Milliseconds a request spent outside the model, on average: its latency less the model's own time.
 
     Each side's model time is measured in its own process, so this is free of how fast each process happens to
-    run the model (fresh processes of the same ONNX session differed by up to 10% on two shared cores, which
-    moved the difference of two p50s by +-3 ms)."""
+    run the model (two fresh processes running the same model took up to 11% apart for it on two shared cores,
+    which moves the difference of two p50s by a few ms)."""
     return (sum(latencies) - model) * 1000 / len(latencies)
 
 
