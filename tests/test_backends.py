@@ -60,8 +60,8 @@ def test_backend_choices(mlm_checkpoint, exported, cache):
 def test_a_compiled_torch_backend_gives_the_eager_numbers(checkpoint_factory, cache, model, precision):
     """torch.compile (TorchInductor, dynamic shapes, frozen weights), compiled at load: eager's numbers for
     batch sizes and lengths it has not seen, padded rows, token types and the masked-LM gather (one [MASK] in
-    a batch, several, two in a row) included, with no compiling after load. Asked to compile with no backend named, a checkpoint
-    runs on PyTorch even where the export cache holds an ONNX export of it."""
+    a batch, several, two in a row) included, with no compiling after load. Asked to compile with no backend
+    named, a checkpoint runs on PyTorch even where the export cache holds an ONNX export of it."""
     import torch
     from torch._dynamo.utils import counters
 

@@ -11,8 +11,9 @@ pipeline called directly in this process (what the server adds: the server's p50
 by round, and, apart from how fast each process runs the model, the time outside the model in each, see
 `around_model`), and the CPU time each server used per request (from /proc): on a machine shared with other
 work the OS shares the cores out per thread, so a server running more threads gets more of them and
-wall-clock figures flatter it; CPU per request does not depend on that. At every client count the servers take turns over --rounds short windows, so that the
-machine's drift hits both alike; the figures pool the rounds. Writes benchmarks/serve/results-WORKLOADS.json.
+wall-clock figures flatter it; CPU per request does not depend on that. At every client count the servers
+take turns over --rounds short windows, so that the machine's drift hits both alike; the figures pool the
+rounds. Writes benchmarks/serve/results-WORKLOADS.json.
 """
 
 from __future__ import annotations
@@ -296,7 +297,8 @@ def main() -> None:
                         results["runs"].append(run)
                         print(json.dumps(run), flush=True)
     suffix = "" if (args.backend, args.precision) == ("onnx", "fp32") else f"-{args.backend}-{args.precision}"
-    suffix += ("-compile" if args.compile else "") + ("" if args.clients == "1,8,64" else f"-clients-{args.clients.replace(',', '-')}")
+    suffix += "-compile" if args.compile else ""
+    suffix += "" if args.clients == "1,8,64" else f"-clients-{args.clients.replace(',', '-')}"
     out = HERE / f"results-{args.only.replace(',', '-')}{suffix}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
@@ -315,7 +317,8 @@ def table(results: dict) -> str:
         if len(rounds) > 1 and all(r for _, r in rounds):
             each = [a / r for a, r in rounds]
             ratio += f" ({min(each):.2f}-{max(each):.2f})"
-        lines.append(f"| {workload}{'' if server == 'ours' else ' (' + server + ')'} | {n} | {ours['throughput']} | {ref['throughput'] if ref else '-'} | {ratio} | "
+        label = workload if server == "ours" else f"{workload} ({server})"
+        lines.append(f"| {label} | {n} | {ours['throughput']} | {ref['throughput'] if ref else '-'} | {ratio} | "
                      f"{ours['p50_ms']} / {ours['p99_ms']} | {ref['p50_ms'] if ref else '-'} / {ref['p99_ms'] if ref else '-'} | "
                      f"{ours['cpu_ms_per_request']} / {ref['cpu_ms_per_request'] if ref else '-'} | "
                      f"{ref['cpu_ms_per_request'] / ours['cpu_ms_per_request']:.2f} |" if ref else "- |")

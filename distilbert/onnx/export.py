@@ -169,7 +169,8 @@ def _torch_export(net, task: str, inputs: list[str], names: list[str], path: Pat
         # Any other failure is a bug (ours or the exporter's) and keeps its traceback.
         if not isinstance(e, torch.onnx.errors.OnnxExporterError) and "opset" not in str(e).lower():
             raise
-        raise UserError(f"ONNX export failed with opset {opset}: {first_line(e, 300)}; try --opset {DEFAULT_OPSET}") from None
+        raise UserError(f"ONNX export failed with opset {opset}: {first_line(e, 300)}; "
+                        f"try --opset {DEFAULT_OPSET}") from None
     finally:
         net.eval()  # the exporter restores the wrapper's mode recursively; a fresh wrapper was in training mode
         shutil.rmtree(tmp, ignore_errors=True)

@@ -39,7 +39,8 @@ class Metrics:
         self.input_length = histogram("te_request_input_length", "Tokens per request", POWERS_OF_TWO)
         self.batch_size = histogram("te_batch_next_size", "Rows per model batch", POWERS_OF_TWO)
         self.batch_tokens = histogram("te_batch_next_tokens", "Padded tokens per model batch", POWERS_OF_TWO)
-        self.batch_duration = histogram("te_batch_inference_duration", "Time the model took for one batch, on the inference thread (s)")
+        self.batch_duration = histogram("te_batch_inference_duration",
+                                        "Time the model took for one batch, on the inference thread (s)")
         gauge = {"multiprocess_mode": "livesum"} if self.multiprocess else {}
         self.queue_size = Gauge("te_queue_size", "Rows waiting for the model", registry=own, **gauge)
         self.in_flight = Gauge("te_inputs_in_flight", "Inputs accepted and not yet answered", registry=own, **gauge)
