@@ -102,7 +102,7 @@ class _Rows:
 
 
 def ner_run(model: str, train_file: str, dev_file: str, seed: int, out: Path, epochs: float,
-            max_steps: int = -1) -> dict:
+            max_steps: int = -1, group_by_length: bool = False) -> dict:
     import transformers
 
     from distilbert.evaluate import evaluate
@@ -121,12 +121,15 @@ def ner_run(model: str, train_file: str, dev_file: str, seed: int, out: Path, ep
             tags.append(-100 if word is None or word == previous else labels.index(e.tags[word]))
             previous = word
         rows.append({**enc, "labels": tags})
-    trainer, seconds = _train(net, dict(output_dir=str(out / "trainer"), num_train_epochs=epochs, seed=seed), _Rows(rows),
+    sampling = {"train_sampling_strategy": "group_by_length"} if group_by_length else {}  # its LengthGroupedSampler
+    trainer, seconds = _train(net, dict(output_dir=str(out / "trainer"), num_train_epochs=epochs, seed=seed, **sampling),
+                              _Rows(rows),
                               transformers.DataCollatorForTokenClassification(tokenizer), max_steps)
     trainer.save_model(str(out / "model"))
     tokenizer.save_pretrained(str(out / "model"))
     result = evaluate(str(out / "model"), "token-classification", dev_file, progress=False)["metrics"]
-    return {"task": "ner", "seed": seed, "metrics": result, "score": 100 * result["overall_f1"], "train_seconds": seconds}
+    return {"task": "ner", "seed": seed, "group_by_length": group_by_length, "metrics": result,
+            "score": 100 * result["overall_f1"], "train_seconds": seconds}
 
 
 def squad_run(model: str, train_file: str, dev_file: str, seed: int, out: Path, epochs: float,
@@ -214,6 +217,8 @@ def main() -> None:
     p.add_argument("--validation")
     p.add_argument("--epochs", type=float, help="default 3 (squad: 2, as run_qa's README)")
     p.add_argument("--max-steps", type=int, default=-1, help="time this many steps, print the estimate and stop")
+    p.add_argument("--group-by-length", action="store_true",
+                   help="NER: the Trainer's own length grouping (LengthGroupedSampler, megabatches of 50 batches)")
     p.add_argument("--summary", help="a run folder of recipes/finetune-minilm.sh: print its table")
     a = p.parse_args()
     if a.summary:
@@ -221,7 +226,7 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.task == "ner":
-        result = ner_run(a.model, a.train, a.validation, a.seed, out, a.epochs or 3.0, a.max_steps)
+        result = ner_run(a.model, a.train, a.validation, a.seed, out, a.epochs or 3.0, a.max_steps, a.group_by_length)
     elif a.task == "squad":
         result = squad_run(a.model, a.train, a.validation, a.seed, out, a.epochs or 2.0, a.max_steps)
     else:
