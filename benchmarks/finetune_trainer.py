@@ -121,10 +121,11 @@ def ner_run(model: str, train_file: str, dev_file: str, seed: int, out: Path, ep
             tags.append(-100 if word is None or word == previous else labels.index(e.tags[word]))
             previous = word
         rows.append({**enc, "labels": tags})
-    sampling = {"train_sampling_strategy": "group_by_length"} if group_by_length else {}  # its LengthGroupedSampler
-    trainer, seconds = _train(net, dict(output_dir=str(out / "trainer"), num_train_epochs=epochs, seed=seed, **sampling),
-                              _Rows(rows),
-                              transformers.DataCollatorForTokenClassification(tokenizer), max_steps)
+    args = dict(output_dir=str(out / "trainer"), num_train_epochs=epochs, seed=seed)
+    if group_by_length:
+        args["train_sampling_strategy"] = "group_by_length"  # its LengthGroupedSampler
+    trainer, seconds = _train(net, args, _Rows(rows), transformers.DataCollatorForTokenClassification(tokenizer),
+                              max_steps)
     trainer.save_model(str(out / "model"))
     tokenizer.save_pretrained(str(out / "model"))
     result = evaluate(str(out / "model"), "token-classification", dev_file, progress=False)["metrics"]
