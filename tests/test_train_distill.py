@@ -137,8 +137,9 @@ def test_a_killed_run_resumes_bit_identical(tmp_path, setup):
         # seen about once in 25 pytest runs. It is the platform, not the resume: in 30 kill-and-resume cycles outside
         # pytest, 2 of the 60 processes computed their own first step with other rounding (loss_ce 0.00183203
         # against 0.00183191): one a run's first process, before any kill; one a resumed process whose checkpoint
-        # equalled the other runs'. Cause not found (this run is fp32 through MKL, whose dynamic thread choice is on
-        # and reproducibility mode off). So: tell a platform that does not repeat itself from a resume that is wrong
+        # equalled the other runs'. Cause not found; not MKL's dynamic threads or its reproducibility mode (with
+        # MKL_DYNAMIC=FALSE MKL_CBWR=AUTO,STRICT, 1 of 54). So: tell a platform that does not repeat itself from a
+        # resume that is wrong
         again = tmp_path / "whole-again"
         uninterrupted(setup, again)
         repeats = not differences(whole, again)
