@@ -224,6 +224,8 @@ def main() -> None:
     a = p.parse_args()
     if a.summary:
         return summary(Path(a.summary))
+    if a.group_by_length and a.task != "ner":
+        p.error(f"--group-by-length is for --task ner (run_ner's Trainer), not {a.task}")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.task == "ner":
