@@ -23,8 +23,9 @@ def test_max_pad_runs_a_short_row_apart():
     # a question's windows: two full ones and a short last one
     assert batching.group([384, 120, 384], 32) == [[0, 2, 1]]
     assert batching.group([384, 120, 384], 32, max_pad=0.25) == [[0, 2], [1]]
-    # small differences always share a batch (PAD_SLACK), and a quarter of the longest is allowed
+    # small differences always share a batch (PAD_SLACK), and the given share of the longest is allowed
     assert batching.group([20, 5, 12], 32, max_pad=0.25) == [[0, 2, 1]]
+    assert batching.group([200, 185, 170], 32, max_pad=0.1) == [[0, 1], [2]]
     assert batching.group([400, 300, 299], 32, max_pad=0.25) == [[0, 1], [2]]
     lengths = np.random.default_rng(1).integers(3, 512, 300).tolist()
     groups = batching.group(lengths, 16, max_pad=0.25)

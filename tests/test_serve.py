@@ -257,6 +257,37 @@ def test_the_model_loads_and_runs_on_one_thread(models, monkeypatch):
         server.inference.shutdown()
 
 
+
+def test_the_worker_pads_as_the_pipeline_does(models):
+    """A drain is grouped with the pipeline's own limit on padding, so the batches it counts are the batches that
+    run: rows of like length share one, a short row runs apart (on a CPU its padding costs what real tokens do)."""
+    from distilbert.serve.app import Server, Settings
+
+    server = Server(Settings(model=models["embed"], backend="torch"))
+    pipe, batches, forward = server.pipe, [], server.pipe.forward
+
+    def spy(features):  # the real forward, its batches written down
+        batches.append(sorted((len(f) for f in features), reverse=True))
+        return forward(features)
+
+    pipe.forward = spy
+    rows = [pipe.features(pipe.encode([text_of(n, seed)])) for seed, n in enumerate((40, 38, 8))]
+    lengths = [len(f[0]) for f in rows]
+    assert lengths[0] - lengths[2] > max(16, 0.1 * lengths[0]) and abs(lengths[0] - lengths[1]) <= 16
+
+    async def drain():
+        server.batcher.start()
+        try:
+            return await asyncio.gather(*(server.batcher.submit(f) for f in rows))
+        finally:
+            await server.batcher.stop()
+
+    answers = asyncio.run(drain())
+    assert batches == [sorted(lengths[:2], reverse=True), [lengths[2]]]
+    for (outputs, _), features in zip(answers, rows):
+        np.testing.assert_allclose(outputs[0]["last_hidden_state"], forward(features)[0]["last_hidden_state"],
+                                   atol=1e-5)
+
 def test_truncation(embedder):
     served, pipe = embedder
     long = text_of(200, 3)  # past the tiny model's 64 positions

@@ -1,8 +1,8 @@
 """The batching worker: one per model. Handlers tokenise and await; the worker forms the batches.
 
 Every row waiting when the model frees up is drained at once, grouped by `batching.group` (longest first,
-at most `max_batch_tokens` padded tokens a batch) and run group by group through `pipe.forward` on one
-inference thread. While a batch runs, the event loop keeps accepting and tokenising, so the next drain is
+at most `max_batch_tokens` padded tokens a batch, the pipeline's own limit on padding) and run group by group
+through `pipe.forward` on one inference thread. While a batch runs, the event loop keeps accepting and tokenising, so the next drain is
 ready when the thread frees. Each drain runs whole before the next, so no row waits behind rows that
 arrived after it; a request is answered as soon as its last row is done.
 """
@@ -82,7 +82,7 @@ class Batcher:
                 rows, self.pending = self.pending, []
                 self._gauge()
                 lengths = [len(request.features[i]) for request, i in rows]
-                for group in batching.group(lengths, None, self.max_batch_tokens):
+                for group in batching.group(lengths, None, self.max_batch_tokens, self.pipe.max_pad):
                     batch = [rows[g] for g in group]
                     batch = [(request, i) for request, i in batch if not request.future.done()]  # abandoned: skip
                     if not batch:
