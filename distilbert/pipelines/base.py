@@ -52,8 +52,8 @@ class Pipeline:
     # runs apart. On a CPU a padded token costs what a real one does. DistilBERT-base fp32 (ONNX Runtime, 2 cores)
     # on 64 texts of 17-147 tokens, at most 1024 padded tokens a batch: 47.5 and 49.1 CPU ms a text (embeddings,
     # fill-mask; 8 batches, 10% padding) against 50.6 and 51.7 with a quarter (6 batches, 15%). A tighter slack
-    # (4 tokens) gained more at 64 texts a drain but cost fill-mask 6% at 8: each batch reads the 94 MB
-    # vocabulary projection again.
+    # (4 tokens) gained more at 64 texts a drain but cost fill-mask 6% at 8, likely because each batch reads the
+    # 94 MB vocabulary projection again.
     max_pad = 0.1
 
     def __init__(self, backend: Backend, tokenizer: Tokenizer, batch_size: int = 32, max_length: int | None = None,
