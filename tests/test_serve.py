@@ -257,7 +257,6 @@ def test_the_model_loads_and_runs_on_one_thread(models, monkeypatch):
         server.inference.shutdown()
 
 
-
 def test_the_worker_pads_as_the_pipeline_does(models):
     """A drain is grouped with the pipeline's own limit on padding, so the batches it counts are the batches that
     run: rows of like length share one, a short row runs apart (on a CPU its padding costs what real tokens do)."""

@@ -2,9 +2,9 @@
 
 Every row waiting when the model frees up is drained at once, grouped by `batching.group` (longest first,
 at most `max_batch_tokens` padded tokens a batch, the pipeline's own limit on padding) and run group by group
-through `pipe.forward` on one inference thread. While a batch runs, the event loop keeps accepting and tokenising, so the next drain is
-ready when the thread frees. Each drain runs whole before the next, so no row waits behind rows that
-arrived after it; a request is answered as soon as its last row is done.
+through `pipe.forward` on one inference thread. While a batch runs, the event loop keeps accepting and
+tokenising, so the next drain is ready when the thread frees. Each drain runs whole before the next, so no row
+waits behind rows that arrived after it; a request is answered as soon as its last row is done.
 """
 
 from __future__ import annotations
