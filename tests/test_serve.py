@@ -260,6 +260,7 @@ def test_the_model_loads_and_runs_on_one_thread(models, monkeypatch):
 def test_the_worker_pads_as_the_pipeline_does(models):
     """A drain is grouped with the pipeline's own limit on padding, so the batches it counts are the batches that
     run: rows of like length share one, a short row runs apart (on a CPU its padding costs what real tokens do)."""
+    from distilbert import batching
     from distilbert.serve.app import Server, Settings
 
     server = Server(Settings(model=models["embed"], backend="torch"))
@@ -272,7 +273,8 @@ def test_the_worker_pads_as_the_pipeline_does(models):
     pipe.forward = spy
     rows = [pipe.features(pipe.encode([text_of(n, seed)])) for seed, n in enumerate((40, 38, 8))]
     lengths = [len(f[0]) for f in rows]
-    assert lengths[0] - lengths[2] > max(16, 0.1 * lengths[0]) and abs(lengths[0] - lengths[1]) <= 16
+    slack = max(batching.PAD_SLACK, pipe.max_pad * lengths[0])
+    assert lengths[0] - lengths[2] > slack and abs(lengths[0] - lengths[1]) <= batching.PAD_SLACK
 
     async def drain():
         server.batcher.start()
@@ -281,11 +283,15 @@ def test_the_worker_pads_as_the_pipeline_does(models):
         finally:
             await server.batcher.stop()
 
-    answers = asyncio.run(drain())
+    try:
+        answers = asyncio.run(drain())
+    finally:
+        server.inference.shutdown()
     assert batches == [sorted(lengths[:2], reverse=True), [lengths[2]]]
     for (outputs, _), features in zip(answers, rows):
         np.testing.assert_allclose(outputs[0]["last_hidden_state"], forward(features)[0]["last_hidden_state"],
                                    atol=1e-5)
+
 
 def test_truncation(embedder):
     served, pipe = embedder
