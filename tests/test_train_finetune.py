@@ -167,6 +167,20 @@ def test_distillation_during_fine_tuning_and_a_teacher_that_does_not_fit(tmp_pat
         finetune(sst2(setup, tmp_path / "y", teacher=str(setup / "bert")), progress=False)
 
 
+def test_early_stopping_keeps_the_best_evaluation(tmp_path, setup):
+    out = tmp_path / "early"
+    # a learning rate too small to move any prediction: the first evaluation stays the best
+    p = cli("finetune", "--model", setup / "distilbert", "--glue", "sst2", "--train", setup / "train.tsv",
+            "--validation", setup / "dev.tsv", "--out", out, "--epochs", 2, "--batch-size", 8, "--learning-rate", 1e-12,
+            "--eval-steps", 1, "--early-stopping", 2, "--log-every", 1)
+    assert "early stopping: no better accuracy in 2 evaluations" in p.stdout + p.stderr
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "eval_accuracy" in r] == [1, 2, 3]  # of 16 steps
+    assert max(r["step"] for r in records) == 3
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["best"]["step"] == 1 and (out / "config.json").exists()
+
+
 def test_a_killed_run_resumes_bit_identical(tmp_path, setup):
     args = ["finetune", "--model", setup / "distilbert", "--glue", "sst2", "--train", setup / "train.tsv",
             "--validation", setup / "dev.tsv", "--epochs", 3, "--batch-size", 4, "--checkpoint-every", 1,
