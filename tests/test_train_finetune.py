@@ -167,6 +167,27 @@ def test_distillation_during_fine_tuning_and_a_teacher_that_does_not_fit(tmp_pat
         finetune(sst2(setup, tmp_path / "y", teacher=str(setup / "bert")), progress=False)
 
 
+def test_a_sentence_transformers_folder_of_a_bare_encoder_gets_a_head(tmp_path, setup):
+    st = save_reference(make_reference("bert", "Model", vocab_size=30522, seed=3), tmp_path / "st")
+    (st / "1_Pooling").mkdir()
+    (st / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 39,
+                                                                "pooling_mode_mean_tokens": True}))
+    (st / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (st / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 256, "do_lower_case": False}))
+    out = tmp_path / "out"
+    # a learning rate that moves no weight: what training starts from is what the folder holds
+    finetune(sst2(setup, out, model=str(st), epochs=1, learning_rate=1e-12), progress=False)
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["BertForSequenceClassification"]
+    before, after = load_file(st / "model.safetensors"), load_file(out / "model.safetensors")
+    assert any(k.startswith("pooler.") for k in before) and all(f"bert.{k}" in after for k in before)
+    for key, value in before.items():  # the pooler too: BERT's classification head reads it
+        torch.testing.assert_close(after[f"bert.{key}"], value, rtol=0, atol=1e-9)
+    same_outputs(out, "BertForSequenceClassification", "text-classification", ["a fine film", "dull ."])
+
+
 def test_early_stopping_keeps_the_best_evaluation(tmp_path, setup):
     out = tmp_path / "early"
     # a learning rate too small to move any prediction: the first evaluation stays the best
