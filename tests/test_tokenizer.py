@@ -142,3 +142,37 @@ def test_bad_input(tmp_path, pair):
         ours("a", truncation="middle")
     with pytest.raises(UserError, match="expected text"):
         ours([None])
+
+
+def test_one_tokenizer_shared_by_threads(pair):
+    """A server tokenises on many threads with one tokenizer: truncation and padding set for one call (shared
+    state on the Rust side) never reach `tokenize`, `decode` or another call."""
+    import threading
+    import time
+
+    ours, _ = pair
+    text = " ".join(["distillation makes a smaller model"] * 20)
+    pieces, ids = ours.tokenize(text), ours(text)["input_ids"]
+    wrong: list[str] = []
+    stop = time.monotonic() + 1.0
+
+    def truncating():
+        while time.monotonic() < stop:
+            if len(ours([text, "short"], truncation=True, max_length=8, padding="max_length")["input_ids"][1]) != 8:
+                wrong.append("padding")
+
+    def plain():
+        while time.monotonic() < stop:
+            if ours.tokenize(text) != pieces:
+                wrong.append("tokenize")
+            if ours(text)["input_ids"] != ids:
+                wrong.append("call")
+            if ours.decode(ids) != ours.decode(ids, skip_special_tokens=False):
+                wrong.append("decode")
+
+    threads = [threading.Thread(target=f) for f in (truncating, truncating, plain, plain)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong, sorted(set(wrong))
