@@ -67,9 +67,16 @@ def test_glue_scores_equal_the_reference_model(tmp_path, sst2_slice):
     rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert len(rows) == 40 and rows[0]["label"] in ("negative", "positive") and "prediction" in rows[0]
     # the same through ONNX Runtime, from the command line, as one JSON object
-    cli("export", folder, tmp_path / "onnx")
+    cli("export", folder, tmp_path / "onnx", "--quantize", "int8")
     p = cli("evaluate", tmp_path / "onnx", "--glue", "sst2", "--data", sst2_slice, "--json")
     assert json.loads(p.stdout) == pytest.approx(expected)
+    # and the int8 export: scored on what the int8 pipeline predicts
+    import distilbert
+
+    int8 = distilbert.pipeline("text-classification", model=tmp_path / "onnx", precision="int8")
+    predicted = [0 if out["label"] == "negative" else 1 for out in int8([e.text for e in examples])]
+    p = cli("evaluate", tmp_path / "onnx", "--glue", "sst2", "--data", sst2_slice, "--precision", "int8", "--json")
+    assert json.loads(p.stdout) == pytest.approx(metrics.glue("sst2", np.array(predicted), references))
     text = cli("evaluate", folder, "--glue", "sst2", "--data", sst2_slice).stdout
     assert "accuracy" in text
 

@@ -154,6 +154,25 @@ def test_question_answering_on_squad(tmp_path, setup):
         assert set(answer) == {"score", "start", "end", "answer"}
 
 
+def test_question_answering_on_squad_v2(tmp_path, setup):
+    """Questions without an answer train towards [CLS] and are scored as v2.0's official script does."""
+    data = {}
+    for name in ("train", "dev"):
+        squad = json.loads((setup / f"squad-{name}.json").read_text())
+        squad["version"] = "v2.0"
+        for paragraph in squad["data"][0]["paragraphs"]:
+            for k, qa in enumerate(paragraph["qas"]):
+                if k % 3 == 0:
+                    qa.update(answers=[], is_impossible=True)
+        data[name] = tmp_path / f"v2-{name}.json"
+        data[name].write_text(json.dumps(squad))
+    result = finetune(FinetuneRecipe(model=str(setup / "distilbert"), task="question-answering", train=str(data["train"]),
+                                     validation=str(data["dev"]), out=str(tmp_path / "qa"), epochs=1, batch_size=8,
+                                     max_length=64, doc_stride=16, learning_rate=1e-3), progress=False)
+    assert {"exact", "f1", "HasAns_f1", "NoAns_f1", "HasAns_total", "NoAns_total"} <= set(result["best"])
+    assert result["best"]["NoAns_total"] > 0 and result["best"]["HasAns_total"] > 0
+
+
 def test_distillation_during_fine_tuning_and_a_teacher_that_does_not_fit(tmp_path, setup):
     teacher = tmp_path / "teacher"
     finetune(sst2(setup, teacher, epochs=1), progress=False)
