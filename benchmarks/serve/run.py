@@ -1,4 +1,6 @@
-"""`distilbert serve` against the server a user would otherwise write (FastAPI + a `transformers` pipeline).
+"""`distilbert serve` against the server a user would otherwise write: FastAPI + a `transformers` pipeline, and for
+embeddings also FastAPI + sentence-transformers (where it is installed: pip install -r
+benchmarks/serve/requirements.txt).
 
 usage: .venv/bin/python benchmarks/serve/run.py [--seconds 10] [--clients 1,8,64] [--backend onnx|torch]
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -274,6 +277,12 @@ def main() -> None:
                 "--backend", args.backend, "--precision", args.precision]
         commands = {"ours": ours, **({"ours, compiled": [*ours, "--compile"]} if args.compile else {}),
                     "reference": [str(PYTHON), str(HERE / "reference_server.py"), str(CACHE / "hf"), "--task", task]}
+        if workload == "embeddings":
+            if importlib.util.find_spec("sentence_transformers"):
+                commands["reference, sentence-transformers"] = [*commands["reference"], "--sentence-transformers"]
+            else:
+                print("sentence-transformers is not installed, so it is not measured: "
+                      "pip install -r benchmarks/serve/requirements.txt", flush=True)
         pipe = in_process(workload, args.backend, args.precision) if 1 in clients else None
         # all up at once (an idle server costs nothing), measured in turns, so the machine's drift hits them alike
         with contextlib.ExitStack() as stack:
@@ -308,20 +317,25 @@ def table(results: dict) -> str:
     runs = {(r["workload"], r["server"], r["clients"]): r for r in results["runs"]}
     lines = ["| workload | clients | ours req/s | reference req/s | x throughput (rounds) | ours p50 / p99 ms | reference p50 / p99 ms "
              "| CPU ms per request, ours / reference | x CPU efficiency |", "|---|---|---|---|---|---|---|---|---|"]
+    references = [s for s in dict.fromkeys(server for _, server, _ in runs) if s.startswith("reference")]
     for (workload, server, n), ours in runs.items():
         if not server.startswith("ours"):
             continue
-        ref = runs.get((workload, "reference", n))
-        ratio = f"{ours['throughput'] / ref['throughput']:.2f}" if ref and ref["throughput"] else "-"
-        rounds = list(zip(ours.get("round_throughput", []), ref.get("round_throughput", []) if ref else []))
-        if len(rounds) > 1 and all(r for _, r in rounds):
-            each = [a / r for a, r in rounds]
-            ratio += f" ({min(each):.2f}-{max(each):.2f})"
-        label = workload if server == "ours" else f"{workload} ({server})"
-        lines.append(f"| {label} | {n} | {ours['throughput']} | {ref['throughput'] if ref else '-'} | {ratio} | "
-                     f"{ours['p50_ms']} / {ours['p99_ms']} | {ref['p50_ms'] if ref else '-'} / {ref['p99_ms'] if ref else '-'} | "
-                     f"{ours['cpu_ms_per_request']} / {ref['cpu_ms_per_request'] if ref else '-'} | "
-                     f"{ref['cpu_ms_per_request'] / ours['cpu_ms_per_request']:.2f} |" if ref else "- |")
+        for name in references:
+            ref = runs.get((workload, name, n))
+            if ref is None:
+                continue
+            ratio = f"{ours['throughput'] / ref['throughput']:.2f}" if ref["throughput"] else "-"
+            rounds = list(zip(ours.get("round_throughput", []), ref.get("round_throughput", [])))
+            if len(rounds) > 1 and all(r for _, r in rounds):
+                each = [a / r for a, r in rounds]
+                ratio += f" ({min(each):.2f}-{max(each):.2f})"
+            label = workload if server == "ours" else f"{workload} ({server})"
+            label += f", against {name.split(', ', 1)[1]}" if ", " in name else ""
+            lines.append(f"| {label} | {n} | {ours['throughput']} | {ref['throughput']} | {ratio} | "
+                         f"{ours['p50_ms']} / {ours['p99_ms']} | {ref['p50_ms']} / {ref['p99_ms']} | "
+                         f"{ours['cpu_ms_per_request']} / {ref['cpu_ms_per_request']} | "
+                         f"{ref['cpu_ms_per_request'] / ours['cpu_ms_per_request']:.2f} |")
     for (workload, server, n), r in runs.items():
         if server.startswith("pipeline"):
             lines.append(f"| {workload}: our pipeline in process | 1 | - | - | - | {r['p50_ms']} / {r['p99_ms']} | - | "
