@@ -70,7 +70,7 @@ timed glue distilbert glue "$model" --data-dir "$run/glue-data" --out "$run/glue
   $([ -f "$run/qa/checkpoint.pt" ] && echo --resume)
 # NER again with run_ner's settings (the Trainer's defaults: batch 8, learning rate 5e-5, no warm-up or decay) and
 # its batches at random: at batch 8, length grouping costs F1 on CoNLL (ours 90.8 against 91.0 at random over five
-# seeds, the Trainer's own grouping 90.5 against 91.1 over seeds 42-44; README)
+# seeds, the Trainer's own grouping 90.5 against 91.1 over seeds 42-44; benchmarks/finetune-results.md)
 [ -f "$run/ner-runner/config.json" ] || timed ner-runner distilbert finetune --model "$model" --task token-classification \
   --train "$run/conll-train.txt" --validation "$run/conll-valid.txt" --out "$run/ner-runner" "${limit[@]}" \
   --batch-size 8 --learning-rate 5e-5 --warmup 0 --weight-decay 0 --no-group-by-length $([ -f "$run/ner-runner/checkpoint.pt" ] && echo --resume)
