@@ -166,9 +166,10 @@ def test_question_answering_on_squad_v2(tmp_path, setup):
                     qa.update(answers=[], is_impossible=True)
         data[name] = tmp_path / f"v2-{name}.json"
         data[name].write_text(json.dumps(squad))
-    result = finetune(FinetuneRecipe(model=str(setup / "distilbert"), task="question-answering", train=str(data["train"]),
-                                     validation=str(data["dev"]), out=str(tmp_path / "qa"), epochs=1, batch_size=8,
-                                     max_length=64, doc_stride=16, learning_rate=1e-3), progress=False)
+    recipe = FinetuneRecipe(model=str(setup / "distilbert"), task="question-answering", train=str(data["train"]),
+                            validation=str(data["dev"]), out=str(tmp_path / "qa"), epochs=1, batch_size=8,
+                            max_length=64, doc_stride=16, learning_rate=1e-3)
+    result = finetune(recipe, progress=False)
     assert {"exact", "f1", "HasAns_f1", "NoAns_f1", "HasAns_total", "NoAns_total"} <= set(result["best"])
     assert result["best"]["NoAns_total"] > 0 and result["best"]["HasAns_total"] > 0
 
