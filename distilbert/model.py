@@ -29,6 +29,8 @@ ACTIVATION_FUNCTIONS = {
     "swish": F.silu,
     "tanh": torch.tanh,
 }
+# Encoder's keep for a head that reads [CLS] alone: every row's first position, (B, dim)
+CLS = (slice(None), 0)
 
 
 def sinusoidal_positions(n_pos: int, dim: int) -> torch.Tensor:
@@ -141,9 +143,12 @@ class TransformerBlock(nn.Module):
         # BERT drops out the attention projection before the residual; DistilBERT does not.
         self.dropout = Dropout(config.dropout if config.family == "bert" else 0.0)
 
-    def forward(self, x: torch.Tensor, mask_bias: torch.Tensor, need_weights: bool = False):
+    def forward(self, x: torch.Tensor, mask_bias: torch.Tensor, need_weights: bool = False, keep=None):
+        """keep: optional index into (B, T) (see Encoder); the feed-forward then runs on those rows alone."""
         a, weights = self.attention(x, mask_bias, need_weights)
         x = self.sa_layer_norm(x + self.dropout(a))
+        if keep is not None:
+            x = x[keep]  # (N, dim): the rows wanted, before the feed-forward, two thirds of the block's work
         x = self.output_layer_norm(x + self.ffn(x))
         return x, weights
 
@@ -161,8 +166,9 @@ class Pooler(nn.Module):
         super().__init__()
         self.dense = nn.Linear(config.dim, config.dim)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.dense(hidden[:, 0]))
+    def forward(self, cls: torch.Tensor) -> torch.Tensor:
+        """[CLS]'s final states (B, dim) -> (B, dim)."""
+        return torch.tanh(self.dense(cls))
 
 
 class Encoder(nn.Module):
@@ -182,7 +188,15 @@ class Encoder(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        keep=None,
     ) -> dict[str, torch.Tensor | tuple[torch.Tensor, ...]]:
+        """keep: optional index into the (B, T) positions, a bool (B, T) mask or CLS: the positions whose final
+        states a head reads. The last block's feed-forward then runs on those rows alone (a ninth of a 6-layer
+        encoder's work saved), and last_hidden_state is (N, dim), in row order. Each row's states are the
+        ones it would have had: the feed-forward works row by row. Not with output_hidden_states.
+        """
+        if keep is not None and output_hidden_states:
+            raise ValueError("keep gives the final states of some positions only; output_hidden_states wants all")
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, dim)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -190,13 +204,14 @@ class Encoder(nn.Module):
         # key masked gives uniform weights instead of NaN (as transformers does).
         mask_bias = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min  # (B, 1, 1, T)
         hidden_states, attentions = [x], []
-        for block in self.transformer.layer:
-            x, weights = block(x, mask_bias, output_attentions)
+        last = len(self.transformer.layer) - 1
+        for i, block in enumerate(self.transformer.layer):
+            x, weights = block(x, mask_bias, output_attentions, keep if i == last else None)
             hidden_states.append(x)
             attentions.append(weights)
         out: dict[str, torch.Tensor | tuple[torch.Tensor, ...]] = {"last_hidden_state": x}
-        if self.pooler is not None:
-            out["pooler_output"] = self.pooler(x)
+        if self.pooler is not None and (keep is None or keep is CLS):
+            out["pooler_output"] = self.pooler(x[:, 0] if keep is None else x)
         if output_hidden_states:
             out["hidden_states"] = tuple(hidden_states)  # embeddings, then each layer: n_layers + 1
         if output_attentions:
@@ -227,11 +242,18 @@ class MaskedLM(_WithEncoder):
         self.vocab_projector = nn.Linear(config.dim, config.vocab_size)
         self.vocab_projector.weight = self.encoder.embeddings.word_embeddings.weight  # tied
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, logits_at=None, **flags):
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, logits_at=None, logits_only=False,
+                **flags):
         """logits_at: optional bool (B, T); then logits are (N, vocab) for just those positions, in row order.
+        logits_only: the caller reads the logits alone (inference); with logits_at, the last block's
+        feed-forward then runs at those positions alone too, and last_hidden_state is left out.
 
         The head costs as much as half the encoder on short texts, and fill-mask needs it at [MASK] alone.
         """
+        if logits_only and logits_at is not None and not flags.get("output_hidden_states"):
+            out = self.encode(input_ids, attention_mask, token_type_ids, keep=logits_at, **flags)
+            out["logits"] = self.predict(out.pop("last_hidden_state"))  # (N, vocab)
+            return out
         out = self.encode(input_ids, attention_mask, token_type_ids, **flags)
         h = out["last_hidden_state"]
         out["logits"] = self.predict(h if logits_at is None else h[logits_at])  # (B, T, vocab) or (N, vocab)
@@ -256,9 +278,16 @@ class SequenceClassifier(_WithEncoder):
         self.classifier = nn.Linear(config.dim, config.num_labels)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, **flags):
-        out = self.encode(input_ids, attention_mask, token_type_ids, **flags)
+        """Only [CLS]'s final states are read: the last block's feed-forward runs on that row alone, and
+        last_hidden_state is left out (unless output_hidden_states asks for every layer's states)."""
+        if flags.get("output_hidden_states"):
+            out = self.encode(input_ids, attention_mask, token_type_ids, **flags)
+            cls = out["last_hidden_state"][:, 0]
+        else:
+            out = self.encode(input_ids, attention_mask, token_type_ids, keep=CLS, **flags)
+            cls = out.pop("last_hidden_state")  # (B, dim)
         if self.config.family == "distilbert":
-            pooled = F.relu(self.pre_classifier(out["last_hidden_state"][:, 0]))  # (B, dim)
+            pooled = F.relu(self.pre_classifier(cls))  # (B, dim)
         else:
             pooled = out["pooler_output"]
         out["logits"] = self.classifier(self.dropout(pooled))  # (B, num_labels)

@@ -80,6 +80,41 @@ def test_logits_at_selected_positions(checkpoint_factory):
     torch.testing.assert_close(some, full[at], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("family", ["distilbert", "bert"])
+def test_heads_that_read_few_positions_match_transformers(checkpoint_factory, family):
+    """The classifier reads [CLS] alone, and a masked LM asked for logits alone at some positions reads those:
+    the last feed-forward runs at those rows only. Logits and training gradients stay transformers'."""
+    ids, mask, types = batch(family)
+    kw = {"token_type_ids": types} if types is not None else {}
+    folder, ref = checkpoint_factory(family, "ForSequenceClassification")
+    net, _, _ = load(folder)
+    with torch.no_grad():
+        expected = ref(input_ids=ids, attention_mask=mask, **kw).logits
+    out = net(ids, mask, types)
+    assert "last_hidden_state" not in out
+    torch.testing.assert_close(out["logits"], expected, rtol=0, atol=1e-5)
+    out["logits"].square().sum().backward()
+    pruned = {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
+    net.zero_grad()
+    net(ids, mask, types, output_hidden_states=True)["logits"].square().sum().backward()  # every row, every layer
+    full = {name: p.grad for name, p in net.named_parameters() if p.grad is not None}
+    assert pruned.keys() == full.keys() and len(full) > 10
+    for name in full:
+        torch.testing.assert_close(pruned[name], full[name], rtol=1e-5, atol=1e-6, msg=name)
+
+    folder, ref = checkpoint_factory(family, "ForMaskedLM")
+    net, _, _ = load(folder)
+    at = torch.zeros_like(ids, dtype=torch.bool)
+    at[0, 3] = at[0, 9] = at[1, 2] = at[3, 0] = True  # two in a row, one in the padded row, none in row 2
+    with torch.no_grad():
+        expected = ref(input_ids=ids, attention_mask=mask, **kw).logits[at]
+        out = net(ids, mask, types, logits_at=at, logits_only=True)
+        assert "last_hidden_state" not in out and out["logits"].shape == expected.shape
+        torch.testing.assert_close(out["logits"], expected, rtol=0, atol=1e-5)
+        with pytest.raises(ValueError, match="output_hidden_states"):
+            net.encode(ids, mask, types, keep=at, output_hidden_states=True)
+
+
 def test_sinusoidal_table_matches_transformers():
     from transformers.models.distilbert.modeling_distilbert import create_sinusoidal_embeddings
 

@@ -63,6 +63,7 @@ class TorchBackend:
         args = [torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)),
                 torch.from_numpy(np.ascontiguousarray(attention_mask, dtype=np.int64))]
         types = None if token_type_ids is None else torch.from_numpy(np.ascontiguousarray(token_type_ids, dtype=np.int64))
-        kwargs = {"logits_at": torch.from_numpy(np.asarray(logits_at, dtype=bool))} if logits_at is not None else {}
+        kwargs = ({"logits_at": torch.from_numpy(np.asarray(logits_at, dtype=bool)), "logits_only": True}
+                  if logits_at is not None else {})
         out = self.net(*args, types, **kwargs)
         return {k: v.float().numpy() for k, v in out.items() if isinstance(v, torch.Tensor)}

@@ -138,8 +138,9 @@ def _torch_export(net, task: str, inputs: list[str], names: list[str], path: Pat
                 out = self.net(input_ids, attention_mask, *rest, output_attentions=attentions)
             else:
                 *types, all_positions = rest
-                out = self.net.encode(input_ids, attention_mask, *types, output_attentions=attentions)
-                out["logits"] = masked_lm_logits(self.net, out["last_hidden_state"], input_ids, mask_id, all_positions)
+                keep = (input_ids == mask_id) | all_positions  # (B, T)
+                out = self.net.encode(input_ids, attention_mask, *types, output_attentions=attentions, keep=keep)
+                out["logits"] = masked_lm_logits(self.net, out["last_hidden_state"], input_ids, all_positions)
             if attentions:
                 out[ATTENTIONS] = torch.stack(out["attentions"], 1)  # (B, layers, heads, T, T)
             return tuple(out[name] for name in names)
@@ -204,15 +205,15 @@ def untie_weights(proto) -> None:
             readers[name] -= 1
 
 
-def masked_lm_logits(net, h, input_ids, mask_id: int, all_positions):
+def masked_lm_logits(net, rows, input_ids, all_positions):
     """The head at every position, (B, T, vocab); with all_positions false, at the [MASK] tokens alone, (N, 1, vocab).
 
-    One graph serves both: ONNX Runtime runs every node of a graph whatever outputs are asked for, so a
-    second output for the [MASK]-only head would add to the cost of the full one, not replace it.
+    rows: the encoder's final states at those positions, (N, dim) in row order (the encoder's keep ran the last
+    feed-forward there alone). One graph serves both: ONNX Runtime runs every node of a graph whatever outputs
+    are asked for, so a second output for the [MASK]-only head would add to the cost of the full one.
     """
     import torch
 
-    rows = h[(input_ids == mask_id) | all_positions]  # (N, dim), in row order
     logits = net.predict(rows)  # (N, vocab)
     # (B, T) with every position, (N, 1) with the masks alone. Under the exporter's tracer Tensor.size() gives
     # traced 0-d tensors, so both stay dynamic in the graph; in eager mode they are ints.

@@ -54,7 +54,7 @@ def evaluate_mlm(model: str, texts: list[str], max_length: int = 128, probabilit
             masked, labels = mask_tokens(ids, mask, tokenizer.all_special_ids, tokenizer.mask_token_id,
                                          config.vocab_size, generator, probability, (1.0, 0.0, 0.0))
             at = labels != IGNORE
-            logits = net(masked, mask, logits_at=at)["logits"]
+            logits = net(masked, mask, logits_at=at, logits_only=True)["logits"]
             target = labels[at]
             correct += int((logits.argmax(-1) == target).sum())
             nll += float(F.cross_entropy(logits, target, reduction="sum"))
