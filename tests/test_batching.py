@@ -1,4 +1,6 @@
-"""batching.group: the one grouping policy, its three limits."""
+"""batching.group: the one grouping policy, its limits and its split at inference."""
+
+import itertools
 
 import numpy as np
 
@@ -19,20 +21,30 @@ def test_group_limits():
         assert len(g) <= 8 and (max(lengths[i] for i in g) * len(g) <= 2000 or len(g) == 1)
 
 
-def test_max_pad_runs_a_short_row_apart():
+def test_inference_splits_where_padding_and_batches_cost_least():
     # a question's windows: two full ones and a short last one
-    assert batching.group([384, 120, 384], 32) == [[0, 2, 1]]
-    assert batching.group([384, 120, 384], 32, max_pad=0.25) == [[0, 2], [1]]
-    # small differences always share a batch (PAD_SLACK), and the given share of the longest is allowed
-    assert batching.group([20, 5, 12], 32, max_pad=0.25) == [[0, 2, 1]]
-    assert batching.group([200, 185, 170], 32, max_pad=0.1) == [[0, 1], [2]]
-    assert batching.group([400, 300, 299], 32, max_pad=0.25) == [[0, 1], [2]]
+    assert batching.group([384, 120, 384], 32) == [[0, 2, 1]]  # training: batches keep their size
+    assert batching.group([384, 120, 384], 32, batch_cost=24) == [[0, 2], [1]]
+    # a few tokens of padding cost less than a batch; many cost more
+    assert batching.group([20, 5, 12], 32, batch_cost=24) == [[0, 2, 1]]
+    assert batching.group([200, 185, 170], 32, batch_cost=24) == [[0, 1], [2]]  # 2 x 15 tokens > 24
+    assert batching.group([200, 190, 180], 32, batch_cost=24) == [[0, 1, 2]]  # 20 (a new batch would save 20)
+    assert batching.group([40, 30, 30, 30], 32, batch_cost=24) == [[0], [1, 2, 3]]  # not the greedy [[0, 1, 2], [3]]
     lengths = np.random.default_rng(1).integers(3, 512, 300).tolist()
-    groups = batching.group(lengths, 16, max_pad=0.25)
-    _check(lengths, groups)
-    for g in groups:
-        longest = lengths[g[0]]
-        assert all(longest - lengths[i] <= max(batching.PAD_SLACK, 0.25 * longest) for i in g)
+    for max_batch, max_tokens in ((16, None), (None, 2048), (8, 1024)):
+        groups = batching.group(lengths, max_batch, max_tokens, batch_cost=24)
+        _check(lengths, groups)
+        for g in groups:
+            assert max_batch is None or len(g) <= max_batch
+            assert max_tokens is None or len(g) == 1 or len(g) * lengths[g[0]] <= max_tokens
+        work = sum(24 + len(g) * lengths[g[0]] for g in groups)
+        greedy = batching.group(lengths, max_batch, max_tokens)
+        assert work <= sum(24 + len(g) * lengths[g[0]] for g in greedy)
+    # the least work, checked against every split of a few sorted rows
+    rows = sorted(np.random.default_rng(3).integers(5, 90, 9).tolist(), reverse=True)
+    best = min(sum(24 + (b - a) * rows[a] for a, b in zip((0, *cuts), (*cuts, len(rows))))
+               for n in range(len(rows)) for cuts in itertools.combinations(range(1, len(rows)), n))
+    assert sum(24 + len(g) * rows[g[0]] for g in batching.group(rows, batch_cost=24)) == best
 
 
 def test_training_batches_grouped_by_length_or_drawn_at_random():

@@ -258,8 +258,8 @@ def test_the_model_loads_and_runs_on_one_thread(models, monkeypatch):
 
 
 def test_the_worker_pads_as_the_pipeline_does(models):
-    """A drain is grouped with the pipeline's own limit on padding, so the batches it counts are the batches that
-    run: rows of like length share one, a short row runs apart (on a CPU its padding costs what real tokens do)."""
+    """A drain is grouped with the pipeline's own split, so the batches it counts are the batches that run: rows
+    of like length share one, a short row runs apart (on a CPU its padding costs what real tokens do)."""
     from distilbert import batching
     from distilbert.serve.app import Server, Settings
 
@@ -273,8 +273,7 @@ def test_the_worker_pads_as_the_pipeline_does(models):
     pipe.forward = spy
     rows = [pipe.features(pipe.encode([text_of(n, seed)])) for seed, n in enumerate((40, 38, 8))]
     lengths = [len(f[0]) for f in rows]
-    slack = max(batching.PAD_SLACK, pipe.max_pad * lengths[0])
-    assert lengths[0] - lengths[2] > slack and abs(lengths[0] - lengths[1]) <= batching.PAD_SLACK
+    assert batching.group(lengths, None, None, pipe.batch_cost) == [[0, 1], [2]]
 
     async def drain():
         server.batcher.start()

@@ -48,13 +48,9 @@ class Job:
 
 class Pipeline:
     task = ""
-    # batching.group: a row padded by more than a tenth of its batch's longest (and by more than PAD_SLACK tokens)
-    # runs apart. On a CPU a padded token costs what a real one does. DistilBERT-base fp32 (ONNX Runtime, 2 cores)
-    # on 64 texts of 17-147 tokens, at most 1024 padded tokens a batch: 47.5 and 49.1 CPU ms a text (embeddings,
-    # fill-mask; 8 batches, 10% padding) against 50.6 and 51.7 with a quarter (6 batches, 15%). A tighter slack
-    # (4 tokens) gained more at 64 texts a drain but cost fill-mask 6% at 8, likely because each batch reads the
-    # 94 MB vocabulary projection again.
-    max_pad = 0.1
+    # batching.group splits each call's rows, sorted by length, where padded tokens plus this per batch are
+    # least: on a CPU a padded token costs what a real one does, and a batch reads every weight once.
+    batch_cost = batching.BATCH_COST
 
     def __init__(self, backend: Backend, tokenizer: Tokenizer, batch_size: int = 32, max_length: int | None = None,
                  max_batch_tokens: int | None = None):
@@ -104,7 +100,7 @@ class Pipeline:
         results: list[dict[str, np.ndarray]] = [{} for _ in features]
         task = tasks.TASKS[self.backend.task]
         for rows in batching.group([len(f) for f in features], self.batch_size, self.max_batch_tokens,
-                                    self.max_pad):
+                                    self.batch_cost):
             arrays = batching.collate([vars(features[i]) for i in rows], self.tokenizer.pad_token_id,
                                       self.config.type_vocab_size > 0)
             for i, out in zip(rows, self.run_batch(arrays)):

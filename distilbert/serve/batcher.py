@@ -82,7 +82,7 @@ class Batcher:
                 rows, self.pending = self.pending, []
                 self._gauge()
                 lengths = [len(request.features[i]) for request, i in rows]
-                for group in batching.group(lengths, None, self.max_batch_tokens, self.pipe.max_pad):
+                for group in batching.group(lengths, None, self.max_batch_tokens, self.pipe.batch_cost):
                     batch = [rows[g] for g in group]
                     batch = [(request, i) for request, i in batch if not request.future.done()]  # abandoned: skip
                     if not batch:
