@@ -3,7 +3,8 @@
 As sentence-transformers does with backend="onnx": the first call exports the checkpoint (validated and
 fused, as `distilbert export --optimize` does; with int8 when asked), says so in one line, and later
 calls reuse it. The key is a SHA-256 of the checkpoint's config and weights, so an edited or retrained
-checkpoint gets a fresh export and a moved copy finds the old one. Digests are remembered by path, size
+checkpoint gets a fresh export and a moved copy finds the old one; a version of the exporter whose graphs
+compute differently (GRAPHS) keeps its own. Digests are remembered by path, size
 and modification time, so a lookup does not read the weights again.
 
 The cache lives in $DISTILBERT_CACHE, else $XDG_CACHE_HOME/distilbert, else ~/.cache/distilbert.
@@ -22,6 +23,11 @@ from .. import hub
 from ..errors import UserError
 
 
+# Bumped when exports change in what they compute, so that a cache made by an older version is not reused:
+# 2: the classifier's and fill-mask's last feed-forward at the rows their head reads (2026-11-28).
+GRAPHS = 2
+
+
 def cache_root() -> Path:
     if os.environ.get("DISTILBERT_CACHE"):
         return Path(os.environ["DISTILBERT_CACHE"]).expanduser()
@@ -31,7 +37,7 @@ def cache_root() -> Path:
 
 def cached_export(folder: Path, task: str | None, precision: str = "fp32", create: bool = False) -> Path | None:
     """The cached export of the checkpoint in `folder` for `task` (None: its own head), made if `create`."""
-    target = cache_root() / "onnx" / checkpoint_digest(folder)[:32] / (task or "default")
+    target = cache_root() / "onnx" / f"graphs-{GRAPHS}" / checkpoint_digest(folder)[:32] / (task or "default")
     wanted = hub.ONNX_FILES.get(precision, hub.ONNX_FILES["fp32"])
     if (target / wanted).is_file():
         return target
