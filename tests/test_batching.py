@@ -40,6 +40,8 @@ def test_inference_splits_where_padding_and_batches_cost_least():
         work = sum(24 + len(g) * lengths[g[0]] for g in groups)
         greedy = batching.group(lengths, max_batch, max_tokens)
         assert work <= sum(24 + len(g) * lengths[g[0]] for g in greedy)
+    # without a row limit a batch still stops at LONGEST_SPAN rows (the search stays linear)
+    assert [len(g) for g in batching.group([10] * 2500, batch_cost=24)] == [1024, 1024, 452]
     # the least work, checked against every split of a few sorted rows
     rows = sorted(np.random.default_rng(3).integers(5, 90, 9).tolist(), reverse=True)
     best = min(sum(24 + (b - a) * rows[a] for a, b in zip((0, *cuts), (*cuts, len(rows))))
