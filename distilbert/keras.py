@@ -33,6 +33,7 @@ except ImportError as e:  # pragma: no cover - the tf extra is not installed
                       "pip install 'distilbert[tf]'", name=e.name) from e
 
 from . import tasks
+from .tasks import CLS
 from .checkpoint import check_keys, infer_task, read_state_dict
 from .config import Config, sinusoidal_positions
 from .errors import UserError
@@ -137,11 +138,20 @@ class TransformerBlock(layers.Layer):
         # BERT drops out the attention projection before the residual; DistilBERT does not.
         self.dropout = layers.Dropout(config.dropout if config.family == "bert" else 0.0)
 
-    def call(self, x, mask_bias, training=False):
+    def call(self, x, mask_bias, training=False, keep=None):
+        """keep: optional index into (B, T) (see Encoder); the feed-forward then runs on those rows alone."""
         a, weights = self.attention(x, mask_bias, training=training)
         x = self.sa_layer_norm(x + self.dropout(a, training=training))
+        if keep is not None:  # the rows wanted, before the feed-forward, two thirds of the block's work
+            x = x[:, 0] if isinstance(keep, str) else take_rows(x, keep)  # (B, dim) or (N, dim)
         x = self.output_layer_norm(x + self.ffn(x, training=training))
         return x, weights
+
+
+def take_rows(x, at):
+    """(B, T, dim) states at a bool (B, T) mask's positions: (N, dim), in row order."""
+    rows = ops.nonzero(ops.reshape(at, (-1,)))[0]  # (N,) into the B * T positions
+    return ops.take(ops.reshape(x, (-1, ops.shape(x)[-1])), rows, axis=0)
 
 
 class Transformer(layers.Layer):
@@ -157,8 +167,9 @@ class Pooler(layers.Layer):
         super().__init__(**kwargs)
         self.dense = linear(config, config.dim, "dense")
 
-    def call(self, hidden):
-        return ops.tanh(self.dense(hidden[:, 0]))
+    def call(self, cls):
+        """[CLS]'s final states (B, dim) -> (B, dim)."""
+        return ops.tanh(self.dense(cls))
 
 
 class Encoder(layers.Layer):
@@ -171,20 +182,27 @@ class Encoder(layers.Layer):
         self.pooler = Pooler(config, name="pooler") if with_pooler else None
 
     def call(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False,
-             output_attentions=False, training=False):
+             output_attentions=False, training=False, keep=None):
+        """keep: as model.py's Encoder takes it (CLS or a bool (B, T) mask): the last feed-forward runs at those
+        positions alone, and last_hidden_state is (N, dim). Not with output_hidden_states."""
+        if keep is not None and output_hidden_states:
+            raise ValueError("keep gives the final states of some positions only; output_hidden_states wants all")
+        if isinstance(keep, str) and keep != CLS:
+            raise ValueError(f"keep is {CLS!r} ([CLS] alone) or a bool (batch, length) mask, not {keep!r}")
         x = self.embeddings(input_ids, token_type_ids, training=training)  # (B, T, dim)
         if attention_mask is None:
             attention_mask = ops.ones_like(input_ids)
         T = ops.shape(input_ids)[1]
         mask_bias = (1.0 - ops.reshape(ops.cast(attention_mask, x.dtype), (-1, 1, 1, T))) * MASK_MIN  # (B, 1, 1, T)
         hidden_states, attentions = [x], []
-        for block in self.transformer.layer:
-            x, weights = block(x, mask_bias, training=training)
+        last = len(self.transformer.layer) - 1
+        for i, block in enumerate(self.transformer.layer):
+            x, weights = block(x, mask_bias, training=training, keep=keep if i == last else None)
             hidden_states.append(x)
             attentions.append(weights)
         out = {"last_hidden_state": x}
-        if self.pooler is not None:
-            out["pooler_output"] = self.pooler(x)
+        if self.pooler is not None and (keep is None or isinstance(keep, str)):
+            out["pooler_output"] = self.pooler(x[:, 0] if keep is None else x)
         if output_hidden_states:
             out["hidden_states"] = tuple(hidden_states)  # embeddings, then each layer: n_layers + 1
         if output_attentions:
@@ -234,16 +252,22 @@ class MaskedLM(_WithEncoder):
         self.vocab_layer_norm = layer_norm(config, "vocab_layer_norm")
         self.vocab_projector = VocabProjector(config.vocab_size, name="vocab_projector")
 
-    def call(self, input_ids, attention_mask=None, token_type_ids=None, logits_at=None, training=False, **flags):
+    def call(self, input_ids, attention_mask=None, token_type_ids=None, logits_at=None, logits_only=False,
+             training=False, **flags):
         """logits_at: optional bool (B, T); then logits are (N, vocab) for just those positions, in row order.
+        logits_only: the caller reads the logits alone; with logits_at, the last feed-forward then runs at those
+        positions alone too, and last_hidden_state is left out (as model.py's MaskedLM).
 
         The head costs as much as half the encoder on short texts, and fill-mask needs it at [MASK] alone.
         """
+        if logits_only and logits_at is not None and not flags.get("output_hidden_states"):
+            out = self.encode(input_ids, attention_mask, token_type_ids, training=training, keep=logits_at, **flags)
+            out["logits"] = self.vocab_logits(out.pop("last_hidden_state"))  # (N, vocab)
+            return out
         out = self.encode(input_ids, attention_mask, token_type_ids, training=training, **flags)
         h = out["last_hidden_state"]
         if logits_at is not None:
-            rows = ops.nonzero(ops.reshape(logits_at, (-1,)))[0]  # (N,) into the B * T positions, in row order
-            h = ops.take(ops.reshape(h, (-1, self.config.dim)), rows, axis=0)  # (N, dim)
+            h = take_rows(h, logits_at)  # (N, dim)
         out["logits"] = self.vocab_logits(h)  # (B, T, vocab) or (N, vocab)
         return out
 
@@ -267,9 +291,16 @@ class SequenceClassifier(_WithEncoder):
         self.classifier = linear(config, config.num_labels, "classifier")
 
     def call(self, input_ids, attention_mask=None, token_type_ids=None, training=False, **flags):
-        out = self.encode(input_ids, attention_mask, token_type_ids, training=training, **flags)
+        """Only [CLS]'s final states are read: the last feed-forward runs on that row alone, and
+        last_hidden_state is left out (unless output_hidden_states asks for every layer's states)."""
+        if flags.get("output_hidden_states"):
+            out = self.encode(input_ids, attention_mask, token_type_ids, training=training, **flags)
+            cls = out["last_hidden_state"][:, 0]
+        else:
+            out = self.encode(input_ids, attention_mask, token_type_ids, training=training, keep=CLS, **flags)
+            cls = out.pop("last_hidden_state")  # (B, dim)
         if self.config.family == "distilbert":
-            pooled = ops.relu(self.pre_classifier(out["last_hidden_state"][:, 0]))  # (B, dim)
+            pooled = ops.relu(self.pre_classifier(cls))  # (B, dim)
         else:
             pooled = out["pooler_output"]
         out["logits"] = self.classifier(self.dropout(pooled, training=training))  # (B, num_labels)

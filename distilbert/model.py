@@ -18,6 +18,7 @@ from torch import nn
 
 from .config import Config
 from .config import sinusoidal_positions as position_table
+from .tasks import CLS
 
 ACTIVATION_FUNCTIONS = {
     "gelu": F.gelu,  # exact erf GELU, as BERT's "gelu"
@@ -29,8 +30,6 @@ ACTIVATION_FUNCTIONS = {
     "swish": F.silu,
     "tanh": torch.tanh,
 }
-# Encoder's keep for a head that reads [CLS] alone: every row's first position, (B, dim)
-CLS = (slice(None), 0)
 
 
 def sinusoidal_positions(n_pos: int, dim: int) -> torch.Tensor:
@@ -147,8 +146,8 @@ class TransformerBlock(nn.Module):
         """keep: optional index into (B, T) (see Encoder); the feed-forward then runs on those rows alone."""
         a, weights = self.attention(x, mask_bias, need_weights)
         x = self.sa_layer_norm(x + self.dropout(a))
-        if keep is not None:
-            x = x[keep]  # (N, dim): the rows wanted, before the feed-forward, two thirds of the block's work
+        if keep is not None:  # the rows wanted, before the feed-forward, two thirds of the block's work
+            x = x[:, 0] if isinstance(keep, str) else x[keep]  # (B, dim) or (N, dim)
         x = self.output_layer_norm(x + self.ffn(x))
         return x, weights
 
@@ -197,6 +196,8 @@ class Encoder(nn.Module):
         """
         if keep is not None and output_hidden_states:
             raise ValueError("keep gives the final states of some positions only; output_hidden_states wants all")
+        if isinstance(keep, str) and keep != CLS:
+            raise ValueError(f"keep is {CLS!r} ([CLS] alone) or a bool (batch, length) mask, not {keep!r}")
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, dim)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -210,7 +211,7 @@ class Encoder(nn.Module):
             hidden_states.append(x)
             attentions.append(weights)
         out: dict[str, torch.Tensor | tuple[torch.Tensor, ...]] = {"last_hidden_state": x}
-        if self.pooler is not None and (keep is None or keep is CLS):
+        if self.pooler is not None and (keep is None or isinstance(keep, str)):
             out["pooler_output"] = self.pooler(x[:, 0] if keep is None else x)
         if output_hidden_states:
             out["hidden_states"] = tuple(hidden_states)  # embeddings, then each layer: n_layers + 1

@@ -14,6 +14,9 @@ from .errors import UserError
 
 BATCH = {0: "batch_size"}
 TOKENS = {0: "batch_size", 1: "sequence_length"}
+# The encoders' `keep` (model.py, keras.py) for a head that reads every row's [CLS] alone (the classifiers):
+# their last feed-forward then runs at position 0 only. A string, so that Keras passes it through unchanged.
+CLS = "cls"
 
 
 @dataclass(frozen=True)

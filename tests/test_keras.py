@@ -84,6 +84,13 @@ def test_every_head_matches_torch_and_transformers(checkpoint_factory, family, a
         at[:, 2] = False
         narrowed = keras_outputs(net, family, logits_at=at)["logits"]
         assert_close(narrowed, expected["logits"].numpy()[at], "logits_at")
+        only = keras_outputs(net, family, logits_at=at, logits_only=True)  # the last feed-forward there alone
+        assert "last_hidden_state" not in only
+        assert_close(only["logits"], expected["logits"].numpy()[at], "logits_at, logits_only")
+    if arch == "ForSequenceClassification":  # as called plainly: the last feed-forward at [CLS] alone
+        plain = keras_outputs(net, family)
+        assert "last_hidden_state" not in plain
+        assert_close(plain["logits"], expected["logits"], "logits, [CLS] alone")
 
 
 @pytest.mark.parametrize("family, overrides", [
@@ -267,7 +274,8 @@ def test_xla_compiled_backend_gives_the_same_outputs(checkpoint_factory):
     at[:, 3:] = False
     for kwargs in ({}, {"logits_at": at}):
         a, b = plain.run(**arrays, **kwargs), xla.run(**arrays, **kwargs)
-        assert a.keys() == b.keys() == {"last_hidden_state", "logits"}
+        # logits at some positions: the backend asks for logits alone, and the last feed-forward runs there alone
+        assert a.keys() == b.keys() == ({"logits"} if kwargs else {"last_hidden_state", "logits"})
         for name in a:
             np.testing.assert_allclose(b[name], a[name], rtol=0, atol=TOLERANCE)
     assert xla.run(**arrays, logits_at=at)["logits"].shape == (at.sum(), 99)

@@ -48,7 +48,7 @@ class KerasBackend:
         return cls(net, config, ours.task_of(net), folder, jit_compile)
 
     def _call(self, input_ids, attention_mask, token_type_ids, logits_at):
-        kwargs = {"logits_at": logits_at} if logits_at is not None else {}
+        kwargs = {"logits_at": logits_at, "logits_only": True} if logits_at is not None else {}
         out = self.net(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, training=False, **kwargs)
         return {k: v for k, v in out.items() if not isinstance(v, tuple)}
 
