@@ -22,7 +22,7 @@ from .backends import BACKENDS, PRECISIONS
 from .config import FAMILIES
 from .errors import UserError
 from .onnx.export import DEFAULT_OPSET, QUANTIZATIONS
-from .pipelines.features import POOLINGS
+from .pipelines.features import NO_POOLING, POOLINGS
 from .pipelines.token_classification import STRATEGIES
 from .tasks import TASKS
 from .train.data import UNITS
@@ -160,6 +160,9 @@ def embed(file: str = "-", model: str = DEFAULT_MODEL, pooling: str | None = Non
 
     from .pipelines import pipeline
 
+    if pooling == NO_POOLING and (output is not None or ray):
+        raise UserError("--pooling none gives a (tokens, dim) matrix per line, of different lengths, which "
+                        f"{'--ray' if ray else '--output'} cannot write; leave it out to print one JSON matrix a line")
     if _ray_job("feature-extraction", ray, file, output, model, backend, precision, threads, batch_size, address,
                 num_actors, column, ship_model, pooling=pooling, normalize=normalize or None):
         return
@@ -172,6 +175,10 @@ def embed(file: str = "-", model: str = DEFAULT_MODEL, pooling: str | None = Non
     pooling = pooling or extract.pooling or "mean"
     vectors = []
     for chunk in _chunks(lines, "embedding"):
+        if pooling == NO_POOLING:
+            for matrix in extract(chunk, pooling=pooling):  # (tokens, dim) each
+                print(json.dumps([[round(float(x), 7) for x in v] for v in matrix]))
+            continue
         vectors.append(np.atleast_2d(extract(chunk, pooling=pooling, normalize=normalize or None)))
         if output is None:
             for v in vectors.pop():
@@ -844,7 +851,10 @@ COMMANDS: dict[str, tuple[Callable, list[str | Option]]] = {
                         option("--context", "-c", help="the text to find the answer in"),
                         option("--context-file", help="read the context from this UTF-8 file"),
                         option("--top-k", type=_positive, help="answers per question, best first"), "--json"]),
-    "embed": (embed, ["file", *RUNTIME, "--pooling", "--normalize",
+    "embed": (embed, ["file", *RUNTIME, option("--pooling", choices=(*POOLINGS, NO_POOLING),
+                                               help="default: the folder's sentence-transformers setting, else "
+                                                    "mean; none: each token's features, a matrix a line"),
+                      "--normalize",
                       option("--output", "-o", help="write one float32 (lines, dim) matrix to this .npy file "
                                                     "(with --ray: a Parquet folder)"),
                       "--batch-size", *RAY]),

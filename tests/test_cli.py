@@ -40,6 +40,31 @@ def test_embed_stdout_and_npy(tmp_path, mlm_checkpoint):
     np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1, atol=1e-5)
 
 
+def test_embed_pooling_none_prints_token_features(tmp_path, mlm_checkpoint):
+    """On a sentence-transformers folder too (which pools by default): one (tokens, dim) matrix a line."""
+    import torch
+    import transformers
+
+    from helpers.models import sentence_transformers_folder
+
+    folder, ref = mlm_checkpoint
+    st = sentence_transformers_folder(folder, tmp_path / "st", pooling="mean", normalize=True)
+    lines = ["first line", "the second, longer line of text"]
+    p = run("embed", "-", "--model", st, "--pooling", "none", stdin="\n".join(lines) + "\n")
+    rows = [np.array(json.loads(line)) for line in p.stdout.splitlines()]
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    assert len(rows) == len(lines)
+    for row, line in zip(rows, lines):
+        with torch.no_grad():
+            expected = ref.distilbert(**tok(line, return_tensors="pt")).last_hidden_state[0].numpy()
+        assert row.shape == expected.shape
+        np.testing.assert_allclose(row, expected, atol=1e-5)
+    pooled = run("embed", "-", "--model", st, stdin=lines[0] + "\n").stdout
+    assert np.array(json.loads(pooled)).shape == (39,)
+    assert_user_error(run("embed", "-", "--model", st, "--pooling", "none", "--output", tmp_path / "t.npy",
+                          stdin="x\n", ok=False), "--pooling none", "--output")
+
+
 def test_progress_bar_for_long_inputs(tmp_path, mlm_checkpoint):
     folder, _ = mlm_checkpoint
     (tmp_path / "many.txt").write_text("\n".join(f"line {i}" for i in range(300)))
@@ -113,7 +138,7 @@ def test_each_option_declared_once_and_matching_its_function():
     from distilbert import cli
     from distilbert.backends import BACKENDS
     from distilbert.onnx.export import DEFAULT_OPSET
-    from distilbert.pipelines.features import POOLINGS
+    from distilbert.pipelines.features import NO_POOLING, POOLINGS
     from distilbert.tasks import TASKS
 
     subcommands = next(a for a in cli.parser()._actions if a.dest == "command").choices
@@ -127,7 +152,8 @@ def test_each_option_declared_once_and_matching_its_function():
                 assert action.default == parameters[dest].default, (name, dest)
     fill_mask = {a.dest: a for a in subcommands["fill-mask"]._actions}
     assert tuple(fill_mask["backend"].choices) == BACKENDS
-    assert tuple({a.dest: a for a in subcommands["embed"]._actions}["pooling"].choices) == POOLINGS
+    assert tuple({a.dest: a for a in subcommands["embed"]._actions}["pooling"].choices) == (*POOLINGS, NO_POOLING)
+    assert tuple({a.dest: a for a in subcommands["serve"]._actions}["pooling"].choices) == POOLINGS
     export = {a.dest: a for a in subcommands["export"]._actions}
     assert tuple(export["task"].choices) == tuple(TASKS) and export["opset"].default == DEFAULT_OPSET
     assert cli.parser().parse_args(["--debug", "info", "x"]).debug

@@ -11,6 +11,7 @@ import transformers
 import distilbert
 from distilbert.errors import UserError
 from distilbert.pipelines.features import pool
+from helpers.models import sentence_transformers_folder
 
 
 # Every backend passes the same tests: PyTorch and ONNX Runtime to fp32 precision, int8 to its own looser one.
@@ -158,26 +159,34 @@ def test_pooled_embeddings_follow_sentence_transformers(features, mlm_checkpoint
 
 
 def test_sentence_transformers_folder_settings(tmp_path, mlm_checkpoint):
-    import shutil
-
     folder, _ = mlm_checkpoint
-    st = tmp_path / "st"
-    shutil.copytree(folder, st)
-    (st / "1_Pooling").mkdir()
-    (st / "1_Pooling" / "config.json").write_text(json.dumps(
-        {"word_embedding_dimension": 39, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": False,
-         "pooling_mode_max_tokens": True}))
-    (st / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
-    ]))
-    (st / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 16, "do_lower_case": False}))
+    st = sentence_transformers_folder(folder, tmp_path / "st", pooling="max", normalize=True, max_seq_length=16)
     p = distilbert.pipeline("feature-extraction", model=st)
     assert (p.pooling, p.normalize, p.max_length) == ("max", True, 16)
     plain = distilbert.pipeline("feature-extraction", model=folder, max_length=16)
     np.testing.assert_allclose(p(TEXTS), plain(TEXTS, pooling="max", normalize=True), rtol=0, atol=1e-6)
     assert np.allclose(np.linalg.norm(p(TEXTS), axis=-1), 1.0, atol=1e-5)
+
+
+def test_pooling_none_gives_token_features_on_a_sentence_transformers_folder(tmp_path, mlm_checkpoint):
+    """pooling=None is the folder's pooling; "none" is no pooling: transformers' last_hidden_state, per text."""
+    folder, ref = mlm_checkpoint
+    st = sentence_transformers_folder(folder, tmp_path / "st", pooling="max", normalize=True)
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    expected = []
+    for text in TEXTS:
+        with torch.no_grad():
+            expected.append(ref.distilbert(**tok(text, return_tensors="pt")).last_hidden_state[0].numpy())
+    folder_pools = distilbert.pipeline("feature-extraction", model=st)
+    assert folder_pools(TEXTS[1]).shape == (39,) and folder_pools(TEXTS[1], pooling=None).shape == (39,)
+    got = folder_pools(TEXTS, pooling="none")
+    assert [g.shape for g in got] == [e.shape for e in expected]
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(folder_pools(TEXTS[1], pooling="none"), expected[1], rtol=0, atol=1e-5)
+    never_pools = distilbert.pipeline("feature-extraction", model=st, pooling="none")
+    np.testing.assert_allclose(never_pools(TEXTS[1]), expected[1], rtol=0, atol=1e-5)
+    assert never_pools(TEXTS[1], pooling="mean").shape == (39,)
 
 
 def test_pool_ignores_padding():

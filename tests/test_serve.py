@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 import distilbert
-from helpers.models import ROOT, data_file
+from helpers.models import ROOT, data_file, sentence_transformers_folder
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -134,6 +134,9 @@ def metric(text: str, name: str) -> float:
 # --- fixtures ----------------------------------------------------------------------------------------
 
 
+BIG = dict(dim=192, n_heads=3, n_layers=4, hidden_dim=768, max_position_embeddings=512)
+
+
 @pytest.fixture(scope="module")
 def models(checkpoint_factory, tmp_path_factory):
     """The checkpoints, and an ONNX export of the masked LM."""
@@ -144,9 +147,10 @@ def models(checkpoint_factory, tmp_path_factory):
         "embed": checkpoint_factory("distilbert", "Model", vocab="real")[0],
         "fill": checkpoint_factory("distilbert", "ForMaskedLM", vocab="real")[0],
         "classify": checkpoint_factory("bert", "ForSequenceClassification", vocab="real")[0],
-        # big enough that a burst is still running when SIGTERM comes
-        "big": checkpoint_factory("distilbert", "Model", vocab="real", dim=192, n_heads=3, n_layers=4, hidden_dim=768,
-                                  max_position_embeddings=512)[0],
+        # big enough that a burst is still running when SIGTERM comes; a sentence-transformers folder (mean
+        # pooling), whose token features /embed_all and "pooling": "none" must still give
+        "big": sentence_transformers_folder(checkpoint_factory("distilbert", "Model", vocab="real", **BIG)[0],
+                                            tmp_path_factory.mktemp("st") / "big", pooling="mean"),
     }
     for task in LATER_TASKS:  # pipelines that other work adds: served as soon as they exist
         arch = "ForTokenClassification" if task == "token-classification" else "ForQuestionAnswering"
@@ -398,6 +402,31 @@ def test_hf_feature_extraction_agrees_with_tei(embedder):
         assert r.status_code == 422 and "top_k" in r.json()["error"]
     vector = InferenceClient(model=served.url).feature_extraction(text)
     np.testing.assert_allclose(vector, pipe(text, pooling="mean"), atol=1e-5)
+
+
+def test_token_features_where_the_folder_pools(servers, checkpoint_factory):
+    """On a sentence-transformers folder, /embed_all (as TEI's) and "pooling": "none" give each token's features;
+    the Inference API's default is the folder's pooling. Token features checked against transformers' model."""
+    import torch
+    import transformers
+
+    folder, ref = checkpoint_factory("distilbert", "Model", vocab="real", **BIG)
+    texts = [text_of(5, 7), text_of(12, 8)]
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    with torch.no_grad():
+        expected = [ref(**tok(text, return_tensors="pt")).last_hidden_state[0].numpy() for text in texts]
+    with ready(servers["big"]).client() as client:
+        every = client.post("/embed_all", json={"inputs": texts})
+        none = client.post("/", json={"inputs": texts, "parameters": {"pooling": "none"}})
+        one = client.post("/", json={"inputs": texts[0], "parameters": {"pooling": "none"}})
+        pooled = client.post("/", json={"inputs": texts})
+    assert every.status_code == none.status_code == one.status_code == pooled.status_code == 200, none.text
+    for answer in (every.json(), none.json()):
+        assert [np.shape(a) for a in answer] == [e.shape for e in expected]
+        for got, want in zip(answer, expected):
+            np.testing.assert_allclose(got, want, atol=1e-4)
+    np.testing.assert_allclose(one.json(), expected[0], atol=1e-4)
+    np.testing.assert_allclose(pooled.json(), [e.mean(0) for e in expected], atol=1e-4)
 
 
 def test_hf_fill_mask(filler):

@@ -1,4 +1,8 @@
-"""Feature extraction: token features, or pooled sentence embeddings (cls, mean, max; optional L2 norm)."""
+"""Feature extraction: token features, or pooled sentence embeddings (cls, mean, max; optional L2 norm).
+
+pooling None means the folder's own: its sentence-transformers Pooling module, else none (token features, as
+transformers' pipeline gives). pooling "none" asks for token features on any folder.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from ..errors import UserError
 from .base import Job, Pipeline
 
 POOLINGS = ("cls", "mean", "max")
+NO_POOLING = "none"  # one (tokens, dim) array per text, also where the folder pools
 
 
 class FeatureExtractionPipeline(Pipeline):
@@ -27,8 +32,8 @@ class FeatureExtractionPipeline(Pipeline):
         _check_pooling(self.pooling)
 
     def preprocess(self, inputs: str | Sequence[str], pooling: str | None = None, normalize: bool | None = None) -> Job:
-        """Without pooling: one (tokens, dim) float32 array per text, [CLS] and [SEP] included.
-        With pooling: a (dim,) array for one text, an (n, dim) array for a list.
+        """Without pooling ("none", or None on a folder that does not pool): one (tokens, dim) float32 array
+        per text, [CLS] and [SEP] included. With pooling: a (dim,) array for one text, an (n, dim) array for a list.
         """
         pooling = pooling if pooling is not None else self.pooling
         normalize = normalize if normalize is not None else self.normalize
@@ -40,7 +45,7 @@ class FeatureExtractionPipeline(Pipeline):
     def postprocess(self, job: Job, outputs):
         pooling, single = job.state["pooling"], job.state["single"]
         hidden = [out["last_hidden_state"] for out in outputs]  # each (tokens, dim)
-        if pooling is None:
+        if pooling in (None, NO_POOLING):
             results = [h.copy() for h in hidden]
             return results[0] if single else results
         pooled = np.stack([pool(h[None], np.ones((1, len(h)), dtype=np.int64), pooling)[0] for h in hidden])
@@ -86,5 +91,5 @@ def sentence_transformers_settings(folder: Path) -> dict:
 
 
 def _check_pooling(pooling: str | None) -> None:
-    if pooling is not None and pooling not in POOLINGS:
-        raise UserError(f"unknown pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
+    if pooling is not None and pooling not in (*POOLINGS, NO_POOLING):
+        raise UserError(f"unknown pooling {pooling!r}; expected one of {', '.join((*POOLINGS, NO_POOLING))}")

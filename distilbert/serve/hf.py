@@ -58,8 +58,7 @@ async def answer(server: Server, body: InferenceRequest):
     if truncate is False:
         server.check_length(*texts)
     if server.task == "feature-extraction":
-        pooling = params.get("pooling", server.pooling)
-        params["pooling"] = None if pooling == "none" else pooling
+        params.setdefault("pooling", server.pooling)  # "none": token features, also where the folder pools
     if server.task == "text-classification":
         params.setdefault("top_k", None)  # every label, best first, as the Inference API answers
     inputs = items[0] if single else items

@@ -10,6 +10,7 @@ import numpy as np
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
+from ..pipelines.features import NO_POOLING
 from .app import Server, count_characters, respond, server_of
 from .metrics import CONTENT_TYPE_LATEST
 from .schemas import ApiError, DecodeRequest, EmbedAllRequest, EmbedRequest, PredictRequest, TokenizeRequest
@@ -39,7 +40,8 @@ async def embed(body: EmbedRequest, server: Server = Depends(server_of)):
 async def embed_all(body: EmbedAllRequest, server: Server = Depends(server_of)):
     server.require("feature-extraction", "/embed_all")
     texts = texts_of(server, body.inputs, body.truncate)
-    result, meta = await server.run(len(texts), count_characters(texts), lambda: server.pipe.preprocess(texts))
+    result, meta = await server.run(len(texts), count_characters(texts), lambda: server.pipe.preprocess(
+        texts, pooling=NO_POOLING))  # also where the folder pools, as TEI's /embed_all
     return respond(result, meta)
 
 

@@ -80,3 +80,29 @@ def batch(family, vocab_size=99, seed=1):
     ids[mask == 0] = 0
     types = torch.randint(0, 3, ids.shape, generator=g) if family == "bert" else None
     return ids, mask, types
+
+
+def sentence_transformers_folder(source: Path, folder: Path, pooling: str = "mean", normalize: bool = False,
+                                 max_seq_length: int | None = None) -> Path:
+    """A copy of the checkpoint in `source` laid out as sentence-transformers saves one: modules.json naming the
+    Transformer, a Pooling module in 1_Pooling (and a Normalize module in 2_Normalize)."""
+    import json
+    import shutil
+
+    shutil.copytree(source, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": config.get("dim", config.get("hidden_size")),
+        **{f"pooling_mode_{mode}": mode == f"{pooling}_tokens" or mode == f"{pooling}_token"
+           for mode in ("cls_token", "mean_tokens", "max_tokens")}}))
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (folder / "2_Normalize").mkdir()
+    (folder / "modules.json").write_text(json.dumps(modules))
+    if max_seq_length is not None:
+        (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length,
+                                                                      "do_lower_case": False}))
+    return folder
