@@ -142,6 +142,67 @@ def test_the_export_cache(tmp_path, mlm_checkpoint, cache, capsys):
     assert cache_root() == cache
 
 
+def test_the_checkpoint_digest_covers_every_file_a_load_reads(tmp_path, cache, checkpoint_factory):
+    """Weight shards (safetensors and .bin, named by an index), tokenizer and sentence-transformers files: an
+    edit to any of them is another checkpoint, whose cached export must not be served."""
+    import torch
+
+    from distilbert.backends.export_cache import checkpoint_digest
+    from helpers.models import VOCAB, save_reference, sentence_transformers_folder
+
+    _, ref = checkpoint_factory("distilbert", "ForMaskedLM", vocab="real")
+    folder = save_reference(ref, tmp_path / "sharded", max_shard_size="2MB")
+    shards = sorted(set(json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"].values()))
+    assert len(shards) >= 2 and not (folder / "model.safetensors").exists()
+    shutil.copy(VOCAB, folder / "vocab.txt")  # what a folder without tokenizer.json is read from
+    bins = tmp_path / "bins"  # the same weights as pytorch_model-0000i-of-0000n.bin shards
+    bins.mkdir()
+    weight_map = {}
+    for i, shard in enumerate(shards, 1):
+        name = f"pytorch_model-{i:05d}-of-{len(shards):05d}.bin"
+        tensors = load_file(folder / shard)
+        torch.save({k: torch.from_numpy(v) for k, v in tensors.items()}, bins / name)
+        weight_map.update((k, name) for k in tensors)
+    (bins / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    shutil.copy(folder / "config.json", bins / "config.json")
+
+    def bump_safetensors(path):
+        tensors = load_file(path)
+        save_file({k: v + np.float32(0.01) for k, v in tensors.items()}, path, metadata={"format": "pt"})
+
+    def bump_bin(path):
+        torch.save({k: v + 0.01 for k, v in torch.load(path, weights_only=True).items()}, path)
+
+    def edit(path, old, new):
+        text = path.read_text()
+        assert old in text, (path, old)
+        path.write_text(text.replace(old, new, 1))
+
+    st = tmp_path / "st"
+    changes = [  # each one a checkpoint that loads differently from all before it
+        (folder, lambda: bump_safetensors(folder / shards[-1])),
+        (folder, lambda: edit(folder / "vocab.txt", "\nthe\n", "\nthee\n")),
+        (folder, lambda: edit(folder / "tokenizer.json", '"the"', '"thee"')),
+        (folder, lambda: edit(folder / "tokenizer_config.json", '"do_lower_case": true', '"do_lower_case": false')),
+        (folder, lambda: (folder / "special_tokens_map.json").write_text(json.dumps({"unk_token": "[UNK]"}))),
+        (st, lambda: sentence_transformers_folder(folder, st, pooling="mean")),
+        (st, lambda: edit(st / "1_Pooling" / "config.json", '"pooling_mode_mean_tokens": true',
+                          '"pooling_mode_mean_tokens": false, "pooling_mode_max_tokens": true')),
+        (st, lambda: (st / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 8}))),
+        (bins, lambda: None),
+        (bins, lambda: bump_bin(bins / weight_map["vocab_projector.bias"])),
+        (bins, lambda: bump_bin(bins / sorted(set(weight_map.values()))[-1])),
+    ]
+    seen = [checkpoint_digest(folder)]
+    for where, change in changes:
+        change()
+        seen.append(checkpoint_digest(where))
+        assert len(set(seen)) == len(seen), f"change {len(seen) - 1} kept the digest of an earlier checkpoint"
+    moved = tmp_path / "moved"
+    shutil.copytree(st, moved)
+    assert checkpoint_digest(moved) == checkpoint_digest(st)  # a moved copy still finds its export
+
+
 def test_threads_follow_the_cpu_affinity(exported):
     """A process allowed one CPU uses one thread, whatever the machine has (as in a limited container)."""
     out, _, _ = exported("distilbert", "ForMaskedLM")

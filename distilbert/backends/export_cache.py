@@ -86,10 +86,26 @@ def _quantize(target: Path) -> None:
 
 
 def checkpoint_digest(folder: Path) -> str:
-    """SHA-256 over config.json and the weight files, remembered by (path, size, mtime)."""
-    files = [folder / "config.json"] + sorted(p for name in hub.TORCH_WEIGHT_FILES for p in folder.glob(name.replace(".index.json", "*")))
-    files = sorted({p.resolve() for p in files if p.is_file()})
-    stamp = "|".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    """SHA-256 over every file loading the folder reads, remembered by (path, size, mtime): config.json, the
+    weights (safetensors or .bin, single or every shard its index names), the tokenizer files, and a
+    sentence-transformers folder's settings with each module's folder (1_Pooling, 2_Normalize, ...)."""
+    names = {"config.json", "tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json",
+             "added_tokens.json", "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"}
+    names.update(p.name for pattern in ("*.safetensors", "pytorch_model*.bin", "*.index.json") for p in folder.glob(pattern))
+    for index in folder.glob("*.index.json"):  # shards under names of their own, as an index may give them
+        try:
+            names.update(v for v in json.loads(index.read_text(encoding="utf-8"))["weight_map"].values() if isinstance(v, str))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass  # loading says what is wrong with it; its bytes are hashed all the same
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        for module in modules:
+            if isinstance(module, dict) and isinstance(module.get("path"), str) and module["path"]:
+                names.update(p.relative_to(folder).as_posix() for p in (folder / module["path"]).rglob("*"))
+    except (OSError, ValueError, TypeError):
+        pass  # none, or unreadable: the pipeline says so when it reads it
+    files = sorted((name, (folder / name).resolve()) for name in names if (folder / name).is_file())
+    stamp = "|".join(f"{name}={p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for name, p in files)
     memo_file = cache_root() / "digests.json"
     try:
         memo = json.loads(memo_file.read_text())
@@ -98,8 +114,8 @@ def checkpoint_digest(folder: Path) -> str:
     if stamp in memo:
         return memo[stamp]
     digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode() + b"\0")
+    for name, path in files:
+        digest.update(f"{name}\0{path.stat().st_size}\0".encode())
         with open(path, "rb") as f:
             while chunk := f.read(1 << 22):
                 digest.update(chunk)
