@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .backends import BACKENDS, PRECISIONS
+from .backends import BACKENDS
+from .precisions import ALIASES, ONNX_FILES, PRECISIONS
 from .config import FAMILIES
 from .errors import UserError
 from .onnx.export import DEFAULT_OPSET, QUANTIZATIONS
@@ -253,21 +254,29 @@ def info(model: str) -> None:
 
 def export(model: str, out_dir: str, task: str | None = None, opset: int = DEFAULT_OPSET, optimize: bool = False,
            quantize: str | None = None, drift_text: str | None = None, with_attentions: bool = False,
-           format: str = "onnx") -> None:
-    """Export MODEL to OUT_DIR/model.onnx (+ config and tokenizer), validated against PyTorch; or with
-    --format savedmodel as a TensorFlow SavedModel, validated against the Keras model."""
+           format: str = "onnx", precisions: str | None = None) -> None:
+    """Export MODEL to OUT_DIR in the hub's layout (config and tokenizer, graphs under onnx/: model.onnx and one
+    model_<precision>.onnx per --precision), validated against PyTorch; or with --format savedmodel as a
+    TensorFlow SavedModel, validated against the Keras model."""
     if format == "savedmodel":
+        if precisions is not None:
+            raise UserError("--precision is for ONNX exports only; leave it out with --format savedmodel")
         _export_savedmodel(model, out_dir, task, opset, optimize, quantize, drift_text, with_attentions)
         return
+    from .precisions import parse_list
+
+    wanted = parse_list(precisions or "fp32")  # an unknown name fails here, before PyTorch is imported
     try:
         from .onnx.export import export as run_export, write_report
     except ImportError as e:
         raise UserError(f"export needs the torch extra ({e.name} is missing): pip install 'distilbert[torch]'") from None
     texts = _read_lines(drift_text) if drift_text else None
     report = run_export(model, out_dir, task=task, opset=opset, optimize=optimize, quantize=quantize,
-                        drift_texts=texts, log=lambda line: print(line, file=sys.stderr), with_attentions=with_attentions)
+                        drift_texts=texts, log=lambda line: print(line, file=sys.stderr), with_attentions=with_attentions,
+                        precisions=wanted)
     path = write_report(Path(out_dir), "export_report.json", report)
-    print(f"exported {report['task']} to {Path(out_dir) / 'model.onnx'} (report: {path})")
+    graphs = ", ".join(f"onnx/{ONNX_FILES[p]}" for p in report["precisions"])
+    print(f"exported {report['task']} to {Path(out_dir)}: {graphs} (report: {path})")
 
 
 def _export_savedmodel(model, out_dir, task, opset, optimize, quantize, drift_text, with_attentions) -> None:
@@ -680,8 +689,9 @@ OPTIONS: dict[str, Option] = {o.flags[0]: o for o in (
     option("--backend", choices=BACKENDS,
            help="runtime; keras runs on TensorFlow, the tf extra (default: onnx for an exported folder or a cached "
                 "export, else torch)"),
-    option("--precision", choices=PRECISIONS,
-           help="fp32 exact; int8 runs model_quantized.onnx; bf16 holds torch weights in bfloat16"),
+    option("--precision", choices=(*PRECISIONS, *ALIASES),
+           help="fp32 exact; int8 (q8), fp16, q4 and q4f16 run the folder's onnx/model_<precision>.onnx; bf16 holds "
+                "torch weights in bfloat16"),
     option("--threads", type=_positive, help="compute threads (default: the cores this process may use)"),
     option("--task", choices=tuple(TASKS), help="default: the head the checkpoint was saved with"),
     option("--tokenizer", help="model folder or hub id whose tokenizer to use"),
@@ -708,7 +718,7 @@ OPTIONS: dict[str, Option] = {o.flags[0]: o for o in (
     option("--opset", type=_positive),
     option("--optimize", help="ONNX Runtime's transformer fusions"),
     option("--quantize", choices=QUANTIZATIONS, help="also write model_quantized.onnx (dynamic int8)"),
-    option("--drift-text", help="text file (one text a line; the first 512 are used) to measure int8 drift on"),
+    option("--drift-text", help="text file (one text a line; the first 512 are used) to measure each precision's drift on"),
     option("--format", choices=EXPORT_FORMATS, help="onnx, or savedmodel: a TensorFlow SavedModel through Keras (the tf extra)"),
     # training
     option("text_files", nargs="+", metavar="TEXT_FILE"),
@@ -860,7 +870,10 @@ COMMANDS: dict[str, tuple[Callable, list[str | Option]]] = {
                       "--batch-size", *RAY]),
     "tokenize": (tokenize, ["file", "--model", "--pairs", "--max-length"]),
     "info": (info, ["model"]),
-    "export": (export, ["model", "out_dir", "--task", "--opset", "--optimize", "--quantize", "--drift-text",
+    "export": (export, ["model", "out_dir", "--task", "--opset", "--optimize",
+                        option("--precision", dest="precisions", metavar="LIST",
+                               help=f"graphs to write, comma-separated: {', '.join(ONNX_FILES)} (fp32 is always "
+                                    "written; int8 is transformers.js's q8)"), "--quantize", "--drift-text",
                         option("--with-attentions", help="add the output `attentions` (batch, layers, heads, T, T), "
                                                          "for `distilbert attention` without PyTorch"), "--format"]),
     "serve": (serve, [

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-from fnmatch import fnmatch
 from pathlib import Path
 
 from .errors import UserError
+from .precisions import ONNX_FILES, canonical
 
 TORCH_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                       "pytorch_model.bin.index.json")
-ONNX_FILES = {"fp32": "model.onnx", "int8": "model_quantized.onnx"}
 METADATA = ["*.json", "*.txt"]  # config, tokenizer files, sentence-transformers module settings
 # What each kind of caller needs from a hub repository. PyTorch weights only ever for "torch".
 PATTERNS = {
@@ -26,11 +25,12 @@ PATTERNS = {
 PYTORCH_BIN = ["pytorch_model.bin*"]  # repositories from before safetensors
 
 
-def resolve(model: str | os.PathLike, need: str = "torch") -> Path:
+def resolve(model: str | os.PathLike, need: str = "torch", precision: str | None = None) -> Path:
     """A local folder as it is, or a hub id downloaded (once) into the Hugging Face cache.
 
     need: "torch" (safetensors, else pytorch_model.bin), "onnx" (graphs, in the root or onnx/) or
-    "tokenizer" (config and tokenizer files only).
+    "tokenizer" (config and tokenizer files only). With need="onnx", `precision` downloads that graph alone
+    (and its weights file), not every variant a repository ships.
     """
     if need not in PATTERNS:
         raise ValueError(f"need must be one of {sorted(PATTERNS)}")
@@ -43,7 +43,7 @@ def resolve(model: str | os.PathLike, need: str = "torch") -> Path:
     looks_local = text.startswith((".", "/", "~")) or os.sep in text.strip("/") and text.count("/") > 1
     if looks_local or not re.fullmatch(r"[\w.\-]+(/[\w.\-]+)?", text):
         raise UserError(f"model folder {text} does not exist; pass a folder with config.json and weights, or a hub id")
-    folder = _download(text, PATTERNS[need])
+    folder = _download(text, onnx_patterns(precision) if need == "onnx" and precision is not None else PATTERNS[need])
     if need == "torch" and not has_torch_weights(folder):
         folder = _download(text, PATTERNS[need] + PYTORCH_BIN)
     return folder
@@ -70,8 +70,10 @@ def _download(repo_id: str, patterns: list[str]) -> Path:
         raise UserError(f"cannot download {repo_id!r} ({type(e).__name__}: {e}); pass a local model folder instead") from None
 
 
-def would_download(patterns: list[str], filename: str) -> bool:
-    return any(fnmatch(filename, p) for p in patterns)
+def onnx_patterns(precision: str) -> list[str]:
+    """What running one precision's graph reads: config and tokenizer files, the graph and its weights file(s)."""
+    name = ONNX_FILES[canonical(precision)]
+    return METADATA + [f"{where}{name}{tail}" for where in ("", "onnx/") for tail in ("", "_data", "_data_*")]
 
 
 def has_torch_weights(folder: Path) -> bool:
@@ -79,10 +81,22 @@ def has_torch_weights(folder: Path) -> bool:
 
 
 def locate_onnx(folder: Path, precision: str = "fp32") -> Path | None:
-    """The graph for `precision` in the folder, or in its onnx/ subfolder as hub repositories keep it."""
-    name = ONNX_FILES[precision]
-    return next((p for p in (folder / name, folder / "onnx" / name) if p.is_file()), None)
+    """The graph for `precision` in the folder's onnx/ subfolder (our exports and the hub's ONNX repositories
+    keep it there), or in the folder itself (exports made before the hub layout, Optimum's)."""
+    name = ONNX_FILES[canonical(precision)]
+    return next((p for p in (folder / "onnx" / name, folder / name) if p.is_file()), None)
+
+
+def folder_of(graph: Path) -> Path:
+    """The model folder (config.json, tokenizer) of a graph file, in either layout."""
+    graph = Path(graph)
+    return graph.parent.parent if graph.parent.name == "onnx" and not (graph.parent / "config.json").is_file() else graph.parent
+
+
+def onnx_precisions(folder: Path) -> list[str]:
+    """The precisions whose graph the folder holds, in the table's order."""
+    return [p for p in ONNX_FILES if locate_onnx(folder, p) is not None]
 
 
 def has_onnx(folder: Path) -> bool:
-    return any(locate_onnx(folder, p) is not None for p in ONNX_FILES)
+    return bool(onnx_precisions(folder))

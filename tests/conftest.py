@@ -58,7 +58,7 @@ def mlm_checkpoint(checkpoint_factory):
 def exported(tmp_path_factory, checkpoint_factory):
     """exported(family, arch, **export options) -> (export folder, source folder, report), cached per session.
 
-    With quantize="int8" the drift is measured on a few lines only (the tests of drift itself pass their own).
+    With quantize="int8" or precisions, the drift is measured on a few lines only (the tests of drift itself pass their own).
     """
     from distilbert.onnx import export
 
@@ -69,7 +69,7 @@ def exported(tmp_path_factory, checkpoint_factory):
         if key not in cache:
             source, _ = checkpoint_factory(family, arch, vocab="real")
             out = tmp_path_factory.mktemp(f"onnx-{family}-{arch}")
-            if options.get("quantize") and "drift_texts" not in options:
+            if (options.get("quantize") or options.get("precisions")) and "drift_texts" not in options:
                 options = {**options, "drift_texts": ("a few words of text to measure the drift on",) * 4}
             cache[key] = (out, source, export(source, out, log=lambda line: None, **options))
         return cache[key]

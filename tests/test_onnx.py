@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import distilbert
+from distilbert import precisions
 from distilbert.backends.onnx import OnnxBackend
 from distilbert.checkpoint import load
 from distilbert.errors import UserError
@@ -31,7 +32,7 @@ def test_export_matches_torch_on_the_shape_grid(exported, family, arch):
     out, source, report = exported(family, arch)
     task = TASK_OF_ARCH[arch]
     assert report["task"] == task
-    assert (out / "model.onnx").is_file() and (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
+    assert (out / "onnx" / "model.onnx").is_file() and (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
     assert len(report["validation"]["shapes"]) == len(shape_grid(64)) == 9  # the tiny model's limit is 64
     assert all(v <= 1e-4 for v in report["validation"]["worst"].values())
     # independently of the exporter's own check: the ONNX backend against the torch model on a fresh batch
@@ -51,7 +52,7 @@ def test_export_matches_torch_on_the_shape_grid(exported, family, arch):
         assert at.sum() >= 6
         got = backend.run(**arrays, logits_at=at)["logits"]
         np.testing.assert_allclose(got, expected["logits"].numpy()[at], rtol=0, atol=1e-4)
-    model = onnx.load(str(out / "model.onnx"))
+    model = onnx.load(str(out / "onnx" / "model.onnx"))
     defaults = {t.name for t in model.graph.initializer}
     inputs = [i.name for i in model.graph.input if i.name not in defaults]
     assert inputs == ["input_ids", "attention_mask"] + (["token_type_ids"] if family == "bert" else [])
@@ -87,7 +88,7 @@ def test_optimize_fuses_and_validates_again(exported):
     # two layers here: DistilBERT-base's six give 1, 6, 6 and 12 (Add + LayerNormalization, left unfused)
     assert report["fused_operators"] == {"EmbedLayerNormalization": 1, "Attention": 2, "BiasGelu": 2, "LayerNormalization": 4}
     assert all(v <= 1e-4 for v in report["validation_optimized"]["worst"].values())
-    types = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
+    types = {n.op_type for n in onnx.load(str(out / "onnx" / "model.onnx")).graph.node}
     assert {"Attention", "EmbedLayerNormalization", "LayerNormalization"} <= types and "SkipLayerNormalization" not in types
 
 
@@ -95,7 +96,7 @@ def test_fill_mask_graph_holds_one_encoder_and_one_head(exported):
     out, _, report = exported("bert", "ForMaskedLM", optimize=True)
     # 2 layers, 2 attentions: one encoder pass
     assert report["fused_operators"]["Attention"] == 2 and report["fused_operators"]["EmbedLayerNormalization"] == 1
-    proto = onnx.load(str(out / "model.onnx"))
+    proto = onnx.load(str(out / "onnx" / "model.onnx"))
     assert [n.op_type for n in proto.graph.node].count("Attention") == 2
     assert [o.name for o in proto.graph.output] == ["logits"]
     # the tied embedding: the head reads its own copy (ONNX Runtime pre-packs it once; a weight the lookup
@@ -115,11 +116,11 @@ def test_int8_report_on_real_text(exported, arch):
 
     lines = [l for l in data_file("text", "wikitext-2-valid.txt").read_text(encoding="utf-8").splitlines() if len(l.split()) > 8]
     out, _, report = exported("distilbert", arch, optimize=True, quantize="int8", drift_texts=tuple(lines[:64]))
-    saved = json.loads((out / "quantization_report.json").read_text())
-    assert saved == report["int8"] and saved["texts"] == 64
+    saved = json.loads((out / "quantization_report.json").read_text())["int8"]
+    assert saved == report["int8"] and saved["texts"] == 64 and saved["file"] == "onnx/model_quantized.onnx"
     # fp32 stores the tied embedding once; int8 twice (the lookup's table and the head's, quantized apart),
     # which in this vocabulary-heavy tiny model is most of the file
-    assert saved["bytes_int8"] < saved["bytes_fp32"] * (0.6 if arch == "ForMaskedLM" else 0.5)
+    assert saved["bytes"] < saved["bytes_fp32"] * (0.6 if arch == "ForMaskedLM" else 0.5)
     if arch == "ForMaskedLM":
         assert saved["top1_agreement"] >= 0.8 and saved["top5_overlap"] >= 0.8
     else:
@@ -177,8 +178,9 @@ def test_optimum_loads_our_export(tmp_path, exported, family, arch, cls, output)
 def test_weights_beside_the_graph(tmp_path, exported):
     out, _, _ = exported("distilbert", "Model", quantize="int8")
     for name in ("model.onnx", "model_quantized.onnx"):
-        assert (out / (name + "_data")).stat().st_size > 10 * (out / name).stat().st_size
-        assert (out / (name + "_data")).stat().st_mode == (out / name).stat().st_mode  # not owner-only
+        graph = out / "onnx" / name
+        assert (out / "onnx" / (name + "_data")).stat().st_size > 10 * graph.stat().st_size
+        assert (out / "onnx" / (name + "_data")).stat().st_mode == graph.stat().st_mode  # not owner-only
     # the folder moves as a whole: the graph finds its weights by a relative path
     moved = tmp_path / "moved"
     shutil.copytree(out, moved)
@@ -211,9 +213,9 @@ def test_bad_input(tmp_path, exported, checkpoint_factory):
     broken.mkdir()
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"):
         (broken / name).write_bytes((out / name).read_bytes())
-    (broken / "model.onnx").write_bytes((out / "model.onnx").read_bytes())
+    (broken / "model.onnx").write_bytes((out / "onnx" / "model.onnx").read_bytes())
     for damage in ("graph", "weights", "no weights"):
-        graph, weights = (out / "model.onnx").read_bytes(), (out / "model.onnx_data").read_bytes()
+        graph, weights = (out / "onnx" / "model.onnx").read_bytes(), (out / "onnx" / "model.onnx_data").read_bytes()
         (broken / "model.onnx").write_bytes(graph[: len(graph) // 2] if damage == "graph" else graph)
         (broken / "model.onnx_data").write_bytes(weights[: len(weights) // 2] if damage == "weights" else weights)
         if damage == "no weights":
@@ -223,7 +225,7 @@ def test_bad_input(tmp_path, exported, checkpoint_factory):
         assert "\n" not in str(e.value)
     with pytest.raises(UserError, match="exported for fill-mask .* not feature-extraction"):
         distilbert.pipeline("feature-extraction", model=out)
-    with pytest.raises(UserError, match="no model_quantized.onnx"):
+    with pytest.raises(UserError, match=r"no int8 graph \(model_quantized.onnx\)"):
         distilbert.pipeline("fill-mask", model=out, precision="int8")
 
 
@@ -239,7 +241,7 @@ def test_cli_export_and_bad_input(tmp_path, checkpoint_factory):
     usage = run("export", source, tmp_path / "y", "--task", "translation", ok=False)
     assert usage.returncode == 2 and "invalid choice" in usage.stderr and "Traceback" not in usage.stderr
     assert_user_error(run("export", source, "/proc/no-such-place/out", ok=False), "cannot write")
-    (tmp_path / "cls" / "model.onnx").write_bytes(b"\x08\x07garbage")
+    (tmp_path / "cls" / "onnx" / "model.onnx").write_bytes(b"\x08\x07garbage")
     assert_user_error(run("embed", "--model", tmp_path / "cls", stdin="text\n", ok=False), "not a loadable ONNX model")
 
 
@@ -247,7 +249,7 @@ def test_validation_fails_on_a_graph_that_differs(tmp_path, exported, checkpoint
     from distilbert.onnx.export import validate
 
     out, source, _ = exported("distilbert", "Model")
-    proto = onnx.load(str(out / "model.onnx"))
+    proto = onnx.load(str(out / "onnx" / "model.onnx"))
     for tensor in proto.graph.initializer:  # one weight off by a little
         if tensor.dims == [39, 37] or tensor.dims == [37, 39]:
             values = onnx.numpy_helper.to_array(tensor).copy()
@@ -267,14 +269,124 @@ def test_an_export_replaces_what_an_earlier_one_left(tmp_path, checkpoint_factor
     earlier, _, _ = exported("distilbert", "ForMaskedLM", quantize="int8")
     out = tmp_path / "out"
     shutil.copytree(earlier, out)
-    (out / "onnx").mkdir()
-    for name in ("model_quantized.onnx", "model_quantized.onnx_data"):  # the hub layout's copy too
-        shutil.copy(earlier / name, out / "onnx" / name)
+    for name in ("model_quantized.onnx", "model_quantized.onnx_data"):  # the older layout's copy too
+        shutil.copy(earlier / "onnx" / name, out / name)
     said = []
     source, _ = checkpoint_factory("bert", "ForMaskedLM", vocab="real")  # another model into the same folder
     export(source, out, log=said.append)
     assert not list(out.rglob("model_quantized.onnx*")) and not (out / "quantization_report.json").exists()
     assert any("removed model_quantized.onnx" in line for line in said)
-    with pytest.raises(UserError, match="no model_quantized.onnx"):
+    assert any("removed onnx/model_quantized.onnx" in line for line in said)
+    with pytest.raises(UserError, match=r"no int8 graph \(model_quantized.onnx\)"):
         distilbert.pipeline("fill-mask", model=out, precision="int8")
     assert distilbert.pipeline("fill-mask", model=out).backend.config.family == "bert"
+
+
+# --- the hub's layout and precisions ------------------------------------------------------------------------
+
+ALL = "fp32,int8,fp16,q4,q4f16"
+
+
+@pytest.mark.parametrize("arch", ["ForMaskedLM", "Model", "ForSequenceClassification"])
+def test_every_precision_is_written_validated_and_measured(exported, arch):
+    """One folder, the hub's layout: graphs under onnx/ named as transformers.js names its dtypes, each validated
+    against fp32 on the shape grid, measured on real text, and run by our pipelines with `precision=`."""
+    from distilbert.onnx.quantize import TOLERANCES
+
+    out, _, report = exported("distilbert", arch, precisions=ALL)
+    assert report["precisions"] == ALL.split(",")
+    for precision, name in precisions.ONNX_FILES.items():
+        assert (out / "onnx" / name).is_file() and (out / "onnx" / (name + "_data")).is_file(), name
+        assert not (out / name).exists()  # no second copy in the root
+    config = json.loads((out / "config.json").read_text())
+    assert config["transformers.js_config"]["use_external_data_format"] == {n: 1 for n in precisions.ONNX_FILES.values()}
+    saved = json.loads((out / "quantization_report.json").read_text())
+    assert set(saved) == {"int8", "fp16", "q4", "q4f16"}
+    for precision, measured in saved.items():
+        assert measured == report[precision]
+        assert measured["file"] == f"onnx/{precisions.ONNX_FILES[precision]}"
+        assert 0 < measured["bytes"] < measured["bytes_fp32"]
+        worst = measured["validation"]["worst_relative"]
+        assert max(worst.values()) <= TOLERANCES[precision] == measured["validation"]["tolerance"]
+        assert measured["texts"] == 4
+    assert max(saved["fp16"]["validation"]["worst_relative"].values()) < 2e-3  # float16's three digits
+    assert saved["fp16"]["bytes"] < 0.6 * saved["fp16"]["bytes_fp32"]
+    assert saved["q4"]["bytes"] < saved["int8"]["bytes"] and saved["q4f16"]["bytes"] < saved["q4"]["bytes"]
+    ops = {p: {n.op_type for n in onnx.load(str(out / "onnx" / precisions.ONNX_FILES[p]), load_external_data=False).graph.node}
+           for p in ("q4", "q4f16")}
+    for found in ops.values():  # the products, the head, and the embedding tables in 4-bit blocks
+        assert {"MatMulNBits", "GatherBlockQuantized"} <= found and "Gemm" not in found
+    task = TASK_OF_ARCH[arch]
+    text = {"fill-mask": "Hello I'm a [MASK] model.", "feature-extraction": "Hello world",
+            "text-classification": "I loved it."}[task]
+    exact = distilbert.pipeline(task, model=out)(text)
+    for precision in ("int8", "q8", "fp16", "q4", "q4f16"):
+        pipe = distilbert.pipeline(task, model=out, precision=precision)
+        assert pipe.backend.path.name == precisions.onnx_file(precision)
+        got = pipe(text)
+        if task == "feature-extraction":
+            tolerance = 2e-3 if precision == "fp16" else 0.25
+            assert np.abs(got - exact).max() <= tolerance * np.abs(exact).max(), precision
+        elif precision == "fp16":
+            assert got[0]["score"] == pytest.approx(exact[0]["score"], rel=1e-2)
+    # fp16 keeps the ops float16 would lose in float32, and its inputs and outputs as they were
+    proto = onnx.load(str(out / "onnx" / "model_fp16.onnx"), load_external_data=False)
+    assert [i.type.tensor_type.elem_type for i in proto.graph.output] == [onnx.TensorProto.FLOAT] * len(proto.graph.output)
+    norms = [n for n in proto.graph.node if n.op_type == "LayerNormalization"]
+    assert norms and all(proto_input_is_float32(proto, n.input[0]) for n in norms)
+
+
+def proto_input_is_float32(proto, name: str) -> bool:
+    """Whether a tensor of the graph is float32: made by a Cast to float, or typed so."""
+    for node in proto.graph.node:
+        if name in node.output and node.op_type == "Cast":
+            return next(a.i for a in node.attribute if a.name == "to") == onnx.TensorProto.FLOAT
+    infos = {v.name: v for v in list(proto.graph.value_info) + list(proto.graph.input)}
+    return name in infos and infos[name].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+
+def test_precision_bad_input(tmp_path, exported, checkpoint_factory):
+    """A precision the folder lacks, an unknown one, and q4 on a model too small for 4-bit blocks: one line
+    each, and nothing written."""
+    from helpers.cli import assert_user_error, run
+
+    out, source, _ = exported("distilbert", "ForMaskedLM")
+    with pytest.raises(UserError, match=r"no q4 graph \(model_q4.onnx\) in .*; it has fp32: pass one of those, or "
+                                        r"export it with `distilbert export MODEL OUT --precision q4`"):
+        distilbert.pipeline("fill-mask", model=out, precision="q4", backend="onnx")
+    with pytest.raises(UserError, match="unknown precision 'fp8'"):
+        export(source, tmp_path / "x", precisions="fp32,fp8", log=quiet)
+    with pytest.raises(UserError, match="bf16 is not an ONNX export precision"):
+        export(source, tmp_path / "x", precisions="bf16", log=quiet)
+    small, _ = checkpoint_factory("distilbert", "ForMaskedLM", vocab="real", dim=16, n_heads=2, hidden_dim=20)
+    for precisions_ in ("q4", "fp16,q4f16"):
+        with pytest.raises(UserError, match="hidden size is 16 and its feed-forward size 20: too small for 4-bit blocks"):
+            export(small, tmp_path / "small", precisions=precisions_, log=quiet)
+        assert not (tmp_path / "small").exists()
+    assert_user_error(run("export", small, tmp_path / "small", "--precision", "q4", ok=False), "too small for 4-bit")
+    assert not (tmp_path / "small").exists()
+    assert_user_error(run("export", source, tmp_path / "y", "--precision", "fp32,int4", ok=False),
+                      "unknown precision 'int4'")
+    assert_user_error(run("fill-mask", "a [MASK].", "--model", out, "--precision", "fp16", ok=False),
+                      "no fp16 graph (model_fp16.onnx)", "it has fp32")
+    assert not (tmp_path / "y").exists()
+
+
+def test_cli_exports_precisions_and_runs_each(tmp_path, checkpoint_factory):
+    from helpers.cli import run
+
+    source, _ = checkpoint_factory("bert", "ForMaskedLM", vocab="real")
+    p = run("export", source, tmp_path / "out", "--precision", "fp16,q8", "--drift-text", str(data_file_lines(tmp_path)))
+    assert "onnx/model.onnx, onnx/model_quantized.onnx, onnx/model_fp16.onnx" in p.stdout
+    report = json.loads((tmp_path / "out" / "quantization_report.json").read_text())
+    assert set(report) == {"int8", "fp16"} and report["fp16"]["texts"] == 8
+    for precision in ("fp32", "q8", "fp16"):
+        p = run("fill-mask", "Paris is the [MASK] of France.", "--model", tmp_path / "out", "--precision", precision,
+                "--top-k", "2", "--json")
+        assert len(json.loads(p.stdout)) == 2
+
+
+def data_file_lines(tmp_path):
+    path = tmp_path / "drift.txt"
+    path.write_text("\n".join(f"line {i} of some text about paris and france and the things there" for i in range(8)))
+    return path

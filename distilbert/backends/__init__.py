@@ -20,8 +20,9 @@ import numpy as np
 from ..config import Config
 from ..errors import UserError
 
-BACKENDS = ("torch", "onnx", "keras")
-PRECISIONS = ("fp32", "int8", "bf16")  # int8: onnx only; bf16: torch only; keras: fp32 only
+from ..precisions import PRECISIONS, SUPPORTED, backends_for, canonical
+
+BACKENDS = tuple(SUPPORTED)
 
 
 class Backend(Protocol):
@@ -41,43 +42,46 @@ class Backend(Protocol):
 def load_backend(model: str | Path, task: str | None = None, backend: str | None = None, **options) -> Backend:
     """Open `model` (a folder or hub id) with the named backend, or the natural one for it.
 
-    Natural: ONNX Runtime for int8, when PyTorch is not installed, for an exported folder, or for a
-    checkpoint with a cached export; PyTorch otherwise. The onnx backend on a PyTorch checkpoint exports it
-    once into the cache (export_cache.py).
+    Natural: PyTorch for fp32 and bf16 on a PyTorch checkpoint (or its cached ONNX export, if one was made);
+    ONNX Runtime for a folder or hub repository that holds only ONNX graphs, for the ONNX precisions (int8,
+    fp16, q4, q4f16), and wherever PyTorch is not installed. The onnx backend on a PyTorch checkpoint
+    exports it once into the cache (export_cache.py). A hub repository is downloaded for what is run: its
+    PyTorch weights, or the one graph of the precision asked for.
     """
     if backend is not None and backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     from .. import hub
     from .export_cache import cached_export
 
+    precision = options["precision"] = canonical(options.get("precision"))
+    if backend is not None and precision not in SUPPORTED[backend]:
+        raise UserError(f"precision {precision!r} is not available with the {backend} backend (it runs "
+                        f"{', '.join(SUPPORTED[backend])}); {precision} runs on {' or '.join(backends_for(precision))}")
     if backend in ("onnx", "keras"):  # refused before the onnx backend exports a checkpoint (_onnx checks the rest)
         _torch_only(options, f"the {backend} backend")
     if backend == "keras":  # only when asked for: TensorFlow is an optional extra and slow to import
         return _keras(model, task, options)
-    precision = options.get("precision", "fp32")
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
 
     torch_installed = importlib.util.find_spec("torch") is not None
-    if backend is None and torch_installed and precision != "int8":
+    if backend is None and torch_installed and precision in SUPPORTED["torch"]:
         folder = hub.resolve(model, need="torch")
-        if not hub.has_torch_weights(folder) and hub.has_onnx(folder):
-            return _onnx(folder, task, options)  # an exported folder
-        # a cached export serves the checkpoint, unless it is to be compiled (PyTorch's)
-        cached = (cached_export(folder, task, precision, create=False)
-                  if precision in hub.ONNX_FILES and not options.get("compile") else None)
-        return _onnx(cached, task, options) if cached is not None else _torch(folder, task, options)
-    if backend == "torch":
+        if hub.has_torch_weights(folder):
+            # a cached export serves the checkpoint, unless it is to be compiled (PyTorch's)
+            cached = (cached_export(folder, task, precision, create=False)
+                      if precision in SUPPORTED["onnx"] and not options.get("compile") else None)
+            return _onnx(cached, task, options) if cached is not None else _torch(folder, task, options)
+        if precision == "bf16":  # no weights to hold in bfloat16: say what the folder is
+            raise UserError(f"{model} holds no PyTorch weights, so bf16 (PyTorch's) cannot run it; choose one of "
+                            "the ONNX precisions it has (--precision fp32, int8, ...)")
+        backend = "onnx"  # an exported folder, or a hub repository of ONNX graphs alone
+    if backend == "torch" or (backend is None and precision not in SUPPORTED["onnx"]):
         if not torch_installed:
             raise UserError(
-                "the torch backend needs PyTorch: install the torch extra (pip install 'distilbert[torch]'), "
-                "or export the model to ONNX and use the onnx backend"
+                f"the torch backend{' (for bf16)' if precision == 'bf16' else ''} needs PyTorch: install the torch "
+                "extra (pip install 'distilbert[torch]'), or export the model to ONNX and use the onnx backend"
             )
         return _torch(model, task, options)
-    if precision not in hub.ONNX_FILES:  # asked for onnx, or PyTorch is not installed
-        raise UserError(f"precision {precision!r} is not available with the onnx backend (fp32 or int8)"
-                        + ("" if torch_installed else "; bf16 runs on PyTorch: install the torch extra"))
-    folder = hub.resolve(model, need="onnx")
+    folder = hub.resolve(model, need="onnx", precision=precision)
     if hub.locate_onnx(folder, precision) is None and torch_installed:
         source = folder if hub.has_torch_weights(folder) else hub.resolve(model, need="torch")
         if hub.has_torch_weights(source):  # a PyTorch checkpoint: export it once, validated, into the cache

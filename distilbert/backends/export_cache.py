@@ -21,11 +21,13 @@ from pathlib import Path
 
 from .. import hub
 from ..errors import UserError
+from ..precisions import EXACT, ONNX_FILES, parse_list
 
 
 # Bumped when exports change in what they compute, so that a cache made by an older version is not reused:
-# 2: the classifier's and fill-mask's last feed-forward at the rows their head reads (2026-11-28).
-GRAPHS = 2
+# 2: the classifier's and fill-mask's last feed-forward at the rows their head reads.
+# 3: the hub's layout (graphs under onnx/), more precisions.
+GRAPHS = 3
 
 
 def cache_root() -> Path:
@@ -36,17 +38,18 @@ def cache_root() -> Path:
 
 
 def cached_export(folder: Path, task: str | None, precision: str = "fp32", create: bool = False) -> Path | None:
-    """The cached export of the checkpoint in `folder` for `task` (None: its own head), made if `create`."""
+    """The cached export of the checkpoint in `folder` for `task` (None: its own head), made if `create`.
+
+    A precision the cached export lacks is added by exporting again with it and every precision it has."""
     target = cache_root() / "onnx" / f"graphs-{GRAPHS}" / checkpoint_digest(folder)[:32] / (task or "default")
-    wanted = hub.ONNX_FILES.get(precision, hub.ONNX_FILES["fp32"])
-    if (target / wanted).is_file():
+    precision = precision if precision in ONNX_FILES else EXACT
+    if hub.locate_onnx(target, precision) is not None:
         return target
     if not create:
         return None
-    if (target / "model.onnx").is_file() and precision == "int8":  # fp32 is cached: add int8 beside it
-        _quantize(target)
-        return target
-    print(f"exporting {folder} to ONNX once (validated against PyTorch); it is kept in {target}", file=sys.stderr)
+    have = hub.onnx_precisions(target) if target.is_dir() else []
+    print(f"exporting {folder} to ONNX once ({', '.join(parse_list(have + [precision]))}, validated); it is kept in "
+          f"{target}", file=sys.stderr)
     try:
         from ..onnx.export import export, write_report
     except ImportError as e:
@@ -54,35 +57,17 @@ def cached_export(folder: Path, task: str | None, precision: str = "fp32", creat
     staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        report = export(folder, staging, task=task, optimize=True, quantize="int8" if precision == "int8" else None,
-                        log=lambda line: None)
+        report = export(folder, staging, task=task, optimize=True, precisions=have + [precision], log=lambda line: None)
         write_report(staging, "export_report.json", report)
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(target, ignore_errors=True)
+        old = target.with_name(f".{target.name}.{os.getpid()}.old")
+        if target.exists():
+            os.replace(target, old)
         os.replace(staging, target)  # whole or not at all: a killed export leaves no half folder behind
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-def _quantize(target: Path) -> None:
-    from ..config import Config
-    from ..onnx.quantize import quantize_int8
-    from ..tokenizer import Tokenizer
-
-    print(f"quantizing the cached export in {target} to int8 once", file=sys.stderr)
-    config = Config.from_file(target / "config.json")
-    report = json.loads((target / "export_report.json").read_text())
-    staging = target / ".int8"  # the graph names its weights file, so both are made under their final names
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        quantize_int8(target / "model.onnx", staging / "model_quantized.onnx", config, Tokenizer.from_pretrained(target),
-                      report["task"], None, log=lambda line: None)
-        for item in sorted(staging.iterdir(), key=lambda p: p.name == "model_quantized.onnx"):  # the graph last
-            os.replace(item, target / item.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def checkpoint_digest(folder: Path) -> str:

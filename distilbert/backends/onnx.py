@@ -75,15 +75,19 @@ class OnnxBackend:
     def load(cls, model, task: str | None = None, threads: int | None = None, precision: str = "fp32",
              file: str | Path | None = None) -> OnnxBackend:
         """An exported folder (or hub repository with model.onnx in its root or onnx/), or one graph `file`."""
-        from .. import hub, tasks
+        from .. import hub, precisions, tasks
 
-        if precision not in hub.ONNX_FILES:
-            raise UserError(f"precision {precision!r} is not available with the onnx backend (fp32 or int8)")
-        folder = hub.resolve(model, need="onnx")
+        precision = precisions.canonical(precision)
+        if precision not in precisions.SUPPORTED["onnx"]:
+            raise UserError(f"precision {precision!r} is not available with the onnx backend "
+                            f"({', '.join(precisions.SUPPORTED['onnx'])}); bf16 runs on the torch backend")
+        folder = hub.resolve(model, need="onnx", precision=precision)
         path = Path(file) if file is not None else hub.locate_onnx(folder, precision)
         if path is None:
-            raise UserError(f"no {hub.ONNX_FILES[precision]} in {folder}; export it with `distilbert export`"
-                            + (" --quantize int8" if precision == "int8" else ""))
+            present = hub.onnx_precisions(folder)
+            raise UserError(f"no {precision} graph ({precisions.ONNX_FILES[precision]}) in {folder}"
+                            + (f"; it has {', '.join(present)}: pass one of those" if present else "")
+                            + f", or export it with `distilbert export MODEL OUT --precision {precision}`")
         config = Config.from_file(folder / "config.json")
         session = open_session(path, threads)
         outputs = {o.name: o.shape for o in session.get_outputs()}

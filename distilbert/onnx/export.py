@@ -19,7 +19,9 @@ import numpy as np
 from .. import tasks
 from ..backends.onnx import ALL_POSITIONS, ATTENTIONS
 from ..errors import UserError, first_line
-from .files import data_file, onnx_bytes, save_model, write_report  # noqa: F401  (re-exported)
+from ..precisions import EXACT, ONNX_FILES, parse_list
+from .files import save_model, write_report
+from .quantize import CONVERTERS
 
 DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17 on
 QUANTIZATIONS = ("int8",)
@@ -39,21 +41,32 @@ def export(
     drift_texts: list[str] | None = None,
     log: Callable[[str], None] = print,
     with_attentions: bool = False,
+    precisions: str | list[str] | None = None,
 ) -> dict:
-    """Export `model` (folder or hub id) to `out_dir`/model.onnx, validate it, optionally optimise and quantise.
+    """Export `model` (folder or hub id) to `out_dir` in the hub's layout, validate it, optionally optimise it and
+    write more precisions.
 
-    Returns a report: the worst absolute difference per output and shape, fused operators, int8 drift.
+    The folder: config.json and the tokenizer files at the top, the graphs under onnx/ named as transformers.js
+    names its dtypes (onnx/model.onnx, model_quantized.onnx, model_fp16.onnx, model_q4.onnx, model_q4f16.onnx),
+    each with its weights in `<name>_data` beside it. precisions: "fp32,int8,fp16,q4,q4f16" or a list; fp32 is
+    always written (quantize="int8" is the older spelling of adding int8). Returns a report: the fp32 graph's
+    worst absolute difference from PyTorch per output and shape, fused operators, and for every other precision
+    its validation against fp32, its size and its drift on real text (also written to quantization_report.json).
     with_attentions adds the output `attentions`, (batch, layers, heads, T, T), validated like the others.
     """
     from ..checkpoint import load
     from ..model import task_of
     from ..tokenizer import Tokenizer
+    from .quantize import check_q4
 
     task = tasks.get(task).name if task is not None else None
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise UserError(f"unknown quantization {quantize!r}; expected one of {', '.join(QUANTIZATIONS)}")
-    out = writable_folder(Path(out_dir))
+    wanted = parse_list(list(parse_list(precisions or EXACT)) + ([quantize] if quantize else []))
     net, config, folder = load(model, task)
+    if {"q4", "q4f16"} & set(wanted):
+        check_q4(config)  # before anything is written
+    out = writable_folder(Path(out_dir))
     for stale in _remove_stale(out):
         log(f"removed {stale} left by an earlier export (this one writes its own)")
     task = task or task_of(net)
@@ -61,10 +74,13 @@ def export(
     names = list(tasks.TASKS[task].outputs) + ([ATTENTIONS] if with_attentions else [])
     inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if config.type_vocab_size else [])
 
-    path = out / "model.onnx"
+    graphs = out / GRAPHS
+    graphs.mkdir(exist_ok=True)
+    path = graphs / ONNX_FILES[EXACT]
     log(f"exporting {folder} ({config.family}, {task}) to {path} with opset {opset}")
     _torch_export(net, task, inputs, names, path, opset, tokenizer.mask_token_id)
-    config.replace(architectures=[tasks.architecture(config.family, task)]).save(out / "config.json")
+    config = config.replace(architectures=[tasks.architecture(config.family, task)])
+    config.replace(extra={**config.extra, TRANSFORMERS_JS: transformers_js_config(wanted)}).save(out / "config.json")
     tokenizer.save(out)
     for name in SENTENCE_TRANSFORMERS_FILES:  # keep a sentence-transformers folder's pooling settings
         source = folder / name
@@ -73,29 +89,59 @@ def export(
         elif source.is_file():
             shutil.copy2(source, out / name)
 
-    report: dict = {"task": task, "opset": opset, "attentions": with_attentions, "validation": validate(net, path, config, tokenizer, task, log)}
+    report: dict = {"task": task, "opset": opset, "attentions": with_attentions, "precisions": wanted,
+                    "validation": validate(net, path, config, tokenizer, task, log)}
+    # float16 and 4-bit graphs come from the plain graph: ONNX Runtime's fused operators are float32 on its CPU
+    # and unknown to other runtimes
+    plain = None
+    for precision in (p for p in wanted if p in CONVERTERS):
+        import onnx
+
+        plain = plain or onnx.load(str(path))
+        proto = onnx.ModelProto()
+        proto.CopyFrom(plain)
+        log(f"  writing {precision}: {graphs / ONNX_FILES[precision]}")
+        save_model(CONVERTERS[precision](proto), graphs / ONNX_FILES[precision])
+    del plain
     if optimize:
         from .optimize import optimize_graph
 
         report["fused_operators"] = optimize_graph(path, config, log)
         report["validation_optimized"] = validate(net, path, config, tokenizer, task, log)
-    if quantize == "int8":
+    if "int8" in wanted:
         from .quantize import quantize_int8
 
-        report["int8"] = quantize_int8(path, out / "model_quantized.onnx", config, tokenizer, task, drift_texts, log)
+        quantize_int8(path, graphs / ONNX_FILES["int8"], log)
+    derived = [p for p in wanted if p != EXACT]
+    if derived:
+        from .quantize import measure
+
+        measured = {p: measure(path, graphs / ONNX_FILES[p], p, config, tokenizer, task, drift_texts, log)
+                    for p in derived}
+        write_report(out, "quantization_report.json", measured)
+        report.update(measured)
     return report
+
+
+GRAPHS = "onnx"  # the graphs' subfolder, as the hub's ONNX repositories keep them
+TRANSFORMERS_JS = "transformers.js_config"
+
+
+def transformers_js_config(precisions: list[str]) -> dict:
+    """What transformers.js reads from config.json: each graph keeps its weights in one `_data` file beside it."""
+    return {"use_external_data_format": {ONNX_FILES[p]: 1 for p in precisions}}
 
 
 # What an export writes. An export owns these names in its folder: one left from an earlier export (an int8
 # graph when this one is not quantized, say) would otherwise be run as if it belonged to the new model.
-EXPORT_FILES = ("model.onnx", "model.onnx_data", "model_quantized.onnx", "model_quantized.onnx_data",
-                "export_report.json", "quantization_report.json")
+EXPORT_FILES = tuple(name + tail for name in ONNX_FILES.values() for tail in ("", "_data")) + (
+    "export_report.json", "quantization_report.json")
 
 
 def _remove_stale(out: Path) -> list[str]:
     """Remove the files of an earlier export, in the folder and in its onnx/ subfolder (the hub layout)."""
     removed = []
-    for where in (out, out / "onnx"):
+    for where in (out, out / GRAPHS):
         for name in EXPORT_FILES:
             path = where / name
             if path.is_file() or path.is_symlink():

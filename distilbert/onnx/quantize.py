@@ -1,4 +1,5 @@
-"""Dynamic int8 (per-channel weights) and its drift from fp32 on real text, written as a JSON report."""
+"""Graphs in other precisions than fp32 (dynamic int8, float16, 4-bit blocks), each validated against fp32 and its
+drift on real text measured for the JSON report."""
 
 from __future__ import annotations
 
@@ -27,13 +28,14 @@ def default_drift_texts() -> list[str]:
     return [line for line in lines if len(line.split()) >= 8 and not line.startswith("=")][:MAX_DRIFT_TEXTS]
 
 
-def quantize_int8(fp32: Path, int8: Path, config: Config, tokenizer, task: str, texts: list[str] | None,
-                  log: Callable[[str], None] = print) -> dict:
+def quantize_int8(fp32: Path, int8: Path, log: Callable[[str], None] = print) -> None:
+    """Dynamic int8: per-channel int8 weights, activations quantised at run time (transformers.js's q8)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from .files import onnx_bytes, save_model, write_report
+    from .files import save_model
 
+    log(f"  writing int8: {int8}")
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer's advice to pre-process, logged on the root logger
@@ -45,39 +47,80 @@ def quantize_int8(fp32: Path, int8: Path, config: Config, tokenizer, task: str, 
     except OSError as e:  # the one failure that is not ours: where it writes
         raise UserError(f"cannot write {int8} ({e.strerror or e}); free space or choose another folder") from None
     except Exception as e:  # our own fp32 graph: a bug here or in ONNX Runtime's quantizer, shown whole
-        e.add_note(f"ONNX Runtime's dynamic quantization failed on {fp32}; export without --quantize to skip it")
+        e.add_note(f"ONNX Runtime's dynamic quantization failed on {fp32}; export without int8 to skip it")
         raise
     finally:
         root.setLevel(level)
+
+
+def measure(fp32: Path, path: Path, precision: str, config: Config, tokenizer, task: str, texts: list[str] | None,
+            log: Callable[[str], None] = print) -> dict:
+    """A precision's graph against the fp32 graph: validated on the export's shape grid (TOLERANCES), its size,
+    and its drift on real text (what the task's user would notice)."""
+    from .files import onnx_bytes
+
+    report = {"file": f"{path.parent.name}/{path.name}", "bytes": onnx_bytes(path), "bytes_fp32": onnx_bytes(fp32)}
+    report["size_ratio"] = report["bytes"] / report["bytes_fp32"]
+    report["validation"] = validate_against_fp32(fp32, path, precision, config, tokenizer)
     texts = list(texts)[:MAX_DRIFT_TEXTS] if texts is not None else default_drift_texts()
-    report = {"file": int8.name, "bytes_fp32": onnx_bytes(fp32), "bytes_int8": onnx_bytes(int8)}
     if texts:
-        report.update(drift(fp32, int8, config, tokenizer, task, texts))
+        report.update(drift(fp32, path, config, tokenizer, task, texts))
     else:
         report["drift"] = "not measured: no text given (pass drift_texts, or set DISTILBERT_DATA)"
-    write_report(int8.parent, "quantization_report.json", report)
     shown = {k: v for k, v in report.items() if isinstance(v, (int, float))}
-    log("  int8: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
+    log(f"  {precision}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
     return report
 
 
-def drift(fp32: Path, int8: Path, config: Config, tokenizer, task: str, texts: list[str]) -> dict:
-    """How far int8 moves from fp32 on real text: what the task's user would notice (tasks.py names the measure)."""
+# The largest difference from the fp32 graph on the shape grid, relative to the largest fp32 value of that output
+# and shape: float16 keeps about 3 decimal digits; int8 and 4-bit weights move outputs by a few percent.
+TOLERANCES = {"fp16": 1e-2, "int8": 0.25, "q4": 0.25, "q4f16": 0.25}
+
+
+def validate_against_fp32(fp32: Path, path: Path, precision: str, config: Config, tokenizer) -> dict:
+    """Every output of `path` against the fp32 graph's over the export's shape grid; NaN or a relative difference
+    above TOLERANCES[precision] is a failed export."""
+    from ..backends.onnx import ATTENTIONS, open_session
+    from .export import shape_grid, validation_batch
+
+    a, b = open_session(fp32), open_session(path)
+    names = [o.name for o in a.get_outputs() if o.name != ATTENTIONS]
+    worst = {name: 0.0 for name in names}
+    for batch, length in shape_grid(config.max_position_embeddings):
+        feed = validation_batch(batch, length, config, tokenizer)
+        feed = {k: v for k, v in feed.items() if k in {i.name for i in a.get_inputs()}}
+        x, y = a.run(names, feed), b.run(names, feed)
+        for name, u, v in zip(names, x, y):
+            if np.isnan(v).any():
+                raise UserError(f"validation failed: {path} gives NaN for {name} at batch {batch}, length {length}")
+            scale = float(np.abs(u).max(initial=0.0)) or 1.0
+            worst[name] = max(worst[name], float(np.abs(u - v).max(initial=0.0)) / scale)
+    limit = TOLERANCES[precision]
+    bad = {name: v for name, v in worst.items() if v > limit}
+    if bad:
+        raise UserError(f"validation failed: {path} ({precision}) differs from fp32 by " +
+                        ", ".join(f"{v:.2e} in {k}" for k, v in bad.items()) + f" of the largest value (limit {limit})")
+    return {"worst_relative": worst, "tolerance": limit}
+
+
+def drift(fp32: Path, other: Path, config: Config, tokenizer, task: str, texts: list[str]) -> dict:
+    """How far a precision's graph moves from fp32 on real text: what the task's user would notice (tasks.py names the measure)."""
     from .. import tasks
 
     kind = tasks.TASKS[task].drift
     if kind in ("top-k", "cosine"):
-        return _output_drift(fp32, int8, config, tokenizer, task, texts)
-    return _answer_drift(fp32, int8, tokenizer, task, texts)
+        return _output_drift(fp32, other, config, tokenizer, task, texts)
+    return _answer_drift(fp32, other, tokenizer, task, texts)
 
 
-def _answer_drift(fp32: Path, int8: Path, tokenizer, task: str, texts: list[str]) -> dict:
+def _answer_drift(fp32: Path, other: Path, tokenizer, task: str, texts: list[str]) -> dict:
     """The task's pipeline on both graphs: how often the answer a user sees is the same."""
     from .. import tasks
     from ..backends.onnx import OnnxBackend
+    from ..hub import folder_of
 
-    pipes = [tasks.TASKS[task].pipeline_class()(OnnxBackend.load(path.parent, file=path), tokenizer)
-             for path in (fp32, int8)]
+    pipes = [tasks.TASKS[task].pipeline_class()(OnnxBackend.load(folder_of(path), file=path), tokenizer)
+             for path in (fp32, other)]
     texts = [t for t in texts if t.strip()]  # the pipelines refuse empty text; a blank line is no text
     out: dict = {"texts": len(texts)}
     if task == "text-classification":
@@ -90,7 +133,7 @@ def _answer_drift(fp32: Path, int8: Path, tokenizer, task: str, texts: list[str]
         spans = [[[(e["entity_group"], e["start"], e["end"]) for e in entities] for entities in x] for x in (a, b)]
         out["entity_agreement"] = float(np.mean([x == y for x, y in zip(*spans)]))  # every entity of a text the same
         out["entities_fp32"] = sum(len(x) for x in a)
-        out["entities_int8"] = sum(len(x) for x in b)
+        out["entities"] = sum(len(x) for x in b)
     else:  # question-answering: each text is "question<TAB>context", or SQuAD's questions
         pairs = [t.split("\t", 1) for t in texts if "\t" in t] or squad_pairs()
         if not pairs:
@@ -120,11 +163,11 @@ def squad_pairs(limit: int = 256) -> list[tuple[str, str]]:
     return pairs
 
 
-def _output_drift(fp32: Path, int8: Path, config: Config, tokenizer, task: str, texts: list[str]) -> dict:
+def _output_drift(fp32: Path, other: Path, config: Config, tokenizer, task: str, texts: list[str]) -> dict:
     """Fill-mask (top-1 / top-5 agreement at a hidden word) and features (cosine of mean-pooled embeddings)."""
     from ..backends.onnx import ATTENTIONS, open_session
 
-    a, b = open_session(fp32), open_session(int8)
+    a, b = open_session(fp32), open_session(other)
     names = [o.name for o in a.get_outputs() if o.name != ATTENTIONS]  # the task's outputs alone
     inputs = {i.name for i in a.get_inputs()}
     top1, top5, cosines, worst = [], [], [], 0.0
@@ -159,3 +202,89 @@ def _output_drift(fp32: Path, int8: Path, config: Config, tokenizer, task: str, 
     if cosines:
         out.update(cosine_min=float(np.min(cosines)), cosine_mean=float(np.mean(cosines)))
     return out
+
+
+# --- float16 and 4-bit graphs, made from the plain (unfused) fp32 graph ---------------------------------
+
+Q4_BLOCK = 32  # weights per 4-bit block, each with its own float scale (transformers.js's q4 uses 32 too)
+# Kept in float32 in fp16 graphs: a LayerNorm's variance and a soft-max's sum of exponentials overflow or lose
+# their small terms in float16's 10-bit mantissa; the casts around them cost little.
+FP16_KEEP = ["LayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt", "Erf"]
+
+
+def check_q4(config: Config) -> None:
+    """A model whose matrices are narrower than one block cannot be quantised block-wise: one line, before any
+    file is written."""
+    narrowest = min(config.dim, config.hidden_dim)
+    if narrowest < Q4_BLOCK:
+        raise UserError(f"q4 quantises weights in blocks of {Q4_BLOCK} along each matrix's input dimension, but this "
+                        f"model's hidden size is {config.dim} and its feed-forward size {config.hidden_dim}: too "
+                        f"small for 4-bit blocks; export int8 or fp16 instead")
+
+
+def to_fp16(proto):
+    """Weights and activations in float16, inputs and outputs as they were (int64 ids in, float32 out), with the
+    operators of FP16_KEEP left in float32."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    return convert_float_to_float16(proto, keep_io_types=True, op_block_list=FP16_KEEP)
+
+
+def to_q4(proto):
+    """4-bit symmetric block-wise weights for every matrix product (MatMulNBits) and for the word, position and
+    type embeddings (GatherBlockQuantized), the masked-LM head included; activations stay float32."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    gemms_to_matmuls(proto)  # the quantizer takes MatMul; the heads on (N, dim) rows were exported as Gemm
+    options = DefaultWeightOnlyQuantConfig(block_size=Q4_BLOCK, is_symmetric=True,
+                                           op_types_to_quantize=("MatMul", "Gather"),
+                                           quant_axes=(("MatMul", 0), ("Gather", 1)))
+    logger = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # a line per node it skips, and its notice that it raises the opset to 21
+    try:
+        quantizer = MatMulNBitsQuantizer(proto, algo_config=options)
+        with np.errstate(invalid="ignore"):  # a block of zeros (the padding token's embedding) has scale 0
+            quantizer.process()
+    finally:
+        logger.setLevel(level)
+    return quantizer.model.model
+
+
+def to_q4f16(proto):
+    """q4's weights with float16 activations and scales: the hub's q4f16, for WebGPU and GPUs."""
+    return to_q4(to_fp16(proto))  # in this order: float16's converter cannot type the 4-bit operators
+
+
+def gemms_to_matmuls(proto) -> int:
+    """Rewrite each Gemm whose weight is a constant as MatMul (+ Add for its bias), in place; returns how many."""
+    from onnx import helper, numpy_helper
+
+    initializers = {i.name: i for i in proto.graph.initializer}
+    rewritten, nodes = 0, []
+    for node in proto.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
+        if node.op_type != "Gemm" or not plain or node.input[1] not in initializers:
+            nodes.append(node)
+            continue
+        weight = numpy_helper.to_array(initializers[node.input[1]])
+        if attrs.get("transB", 0):
+            weight = weight.T
+        name = f"{node.input[1]}.matmul"
+        proto.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight), name))
+        product = node.output[0] + ".product" if len(node.input) > 2 and node.input[2] else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], name], [product], name=f"{node.name}.matmul"))
+        if product != node.output[0]:
+            nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}.bias"))
+        rewritten += 1
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    used = {name for node in proto.graph.node for name in node.input}
+    kept = [i for i in proto.graph.initializer if i.name in used or i.name in {x.name for x in proto.graph.input}]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept)
+    return rewritten
+
+
+CONVERTERS = {"fp16": to_fp16, "q4": to_q4, "q4f16": to_q4f16}
