@@ -134,6 +134,50 @@ def test_sharded_and_bf16_checkpoints(tmp_path):
     assert_close(keras_outputs(net, "bert")["logits"], expected, "bf16 logits")
 
 
+TF_ONLY_SCRIPT = """
+import sys
+import numpy as np
+try:
+    import torch  # noqa: F401
+    sys.exit("torch is importable in the tf-only install")
+except ImportError:
+    pass
+import distilbert.keras as dk
+ids, mask = np.load(sys.argv[1])["ids"], np.load(sys.argv[1])["mask"]
+out = {name: np.asarray(dk.from_pretrained(folder)(ids, attention_mask=mask)["logits"]) for name, folder in
+       zip(("single", "sharded"), sys.argv[3:])}
+np.savez(sys.argv[2], **out)
+"""
+
+
+@pytest.mark.slow
+def test_the_tf_extra_alone_reads_safetensors_weights(tmp_path):
+    """`pip install '.[tf]'` in a fresh venv, no PyTorch there: from_pretrained reads model.safetensors (single and
+    sharded, through safetensors' numpy path) and gives this environment's logits."""
+    venv, work = tmp_path / "venv", tmp_path / "work"
+    work.mkdir()
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = str(venv / "bin" / "python")
+    install = subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", f"{ROOT}[tf]"],
+                             capture_output=True, text=True, timeout=1500, cwd=work)
+    assert install.returncode == 0, install.stderr[-3000:]
+    assert subprocess.run([python, "-c", "import torch"], capture_output=True, timeout=120, cwd=work).returncode != 0
+    folders = [save_reference(make_reference("distilbert", "ForMaskedLM"), tmp_path / "single", tokenizer=False),
+               save_reference(make_reference("bert", "ForSequenceClassification"), tmp_path / "sharded",
+                              tokenizer=False, max_shard_size="20KB")]
+    assert (folders[1] / "model.safetensors.index.json").exists()
+    ids, mask, _ = batch("distilbert")
+    np.savez(tmp_path / "inputs.npz", ids=ids.numpy(), mask=mask.numpy())
+    run = subprocess.run([python, "-c", TF_ONLY_SCRIPT, tmp_path / "inputs.npz", tmp_path / "out.npz", *folders],
+                         capture_output=True, text=True, timeout=600, cwd=work,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    there = np.load(tmp_path / "out.npz")
+    for name, folder in zip(("single", "sharded"), folders):
+        here = np.asarray(dk.from_pretrained(folder)(ids.numpy(), attention_mask=mask.numpy())["logits"])
+        np.testing.assert_allclose(there[name], here, rtol=0, atol=1e-5, err_msg=name)
+
+
 def test_missing_unexpected_and_misshaped_keys_are_all_listed(tmp_path):
     ref = make_reference("distilbert", "ForMaskedLM")
     save_reference(ref, tmp_path, tokenizer=False)
