@@ -21,3 +21,16 @@ ensure_venv() {
 
 ensure_venv "$root/.venv" "$root/pyproject.toml" --config-settings editable_mode=compat -e "$root[torch,train,test,serve,tf,ray]"
 export PATH="$root/.venv/bin:$PATH"
+
+# transformers.js for the tests that load our exports in it (tests/test_transformers_js.py, the browser page), in
+# .venv/js, outside the tracked tree: --ignore-scripts keeps onnxruntime-node from fetching GPU binaries (its CPU
+# binary ships in the package). Skipped, and those tests say why, where npm is missing.
+ensure_js() {
+  local js="$root/.venv/js" version="4"
+  [ -d "$js/node_modules/@huggingface/transformers" ] && return 0
+  command -v npm >/dev/null || { echo "npm not found: the transformers.js tests will be skipped" >&2; return 0; }
+  mkdir -p "$js"
+  (cd "$js" && [ -f package.json ] || echo '{"private": true}' > package.json
+   npm install --silent --no-audit --no-fund --ignore-scripts "@huggingface/transformers@$version" >/dev/null) \
+    || echo "npm install @huggingface/transformers@$version failed: the transformers.js tests will be skipped" >&2
+}

@@ -73,8 +73,9 @@ def measure(fp32: Path, path: Path, precision: str, config: Config, tokenizer, t
 
 
 # The largest difference from the fp32 graph on the shape grid, relative to the largest fp32 value of that output
-# and shape: float16 keeps about 3 decimal digits; int8 and 4-bit weights move outputs by a few percent.
-TOLERANCES = {"fp16": 1e-2, "int8": 0.25, "q4": 0.25, "q4f16": 0.25}
+# and shape: float16 keeps about 3 decimal digits; int8 and 4-bit weights move outputs by several percent (more on
+# tiny random models, whose outputs are small beside the noise of quantised weights).
+TOLERANCES = {"fp16": 1e-2, "int8": 0.25, "q4": 0.4, "q4f16": 0.4}
 
 
 def validate_against_fp32(fp32: Path, path: Path, precision: str, config: Config, tokenizer) -> dict:
