@@ -314,6 +314,53 @@ def test_two_gloo_processes_train_as_one(tmp_path, setup):
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
 
 
+SPY = """
+import os, pathlib, shutil, sys
+out, rank = os.environ["SPY_OUT"], os.environ["RANK"]
+def spied(name, real):
+    def call(path, *args, **kwargs):
+        if os.path.abspath(str(path)).startswith(out):
+            with open(os.environ["SPY_LOG"], "a") as log:
+                log.write(f"{rank} {name} {path}\\n")
+        return real(path, *args, **kwargs)
+    return call
+shutil.rmtree = spied("rmtree", shutil.rmtree)
+pathlib.Path.unlink = spied("unlink", pathlib.Path.unlink)
+pathlib.Path.mkdir = spied("mkdir", pathlib.Path.mkdir)
+from distilbert.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_overwrite_under_torchrun_leaves_the_output_folder_to_rank_0(tmp_path, setup):
+    """Two processes over a finished run with --overwrite: rank 0 alone removes and creates in --out (others wait),
+    and the new run finishes there."""
+    out = tmp_path / "out"
+    (out / "tensorboard").mkdir(parents=True)
+    (out / "tensorboard" / "events").write_text("old")
+    (out / "best").mkdir()
+    (out / "best" / "config.json").write_text("{}")
+    (out / "log.jsonl").write_text('{"step": 1, "loss": 99.0}\n')
+    (out / "config.json").write_bytes((setup / "distilbert" / "config.json").read_bytes())
+    spy = tmp_path / "spy.py"
+    spy.write_text(SPY)
+    log = tmp_path / "spy.log"
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(spy),
+                        "finetune", "--model", str(setup / "distilbert"), "--glue", "sst2", "--train",
+                        str(setup / "train.tsv"), "--validation", str(setup / "dev.tsv"), "--epochs", "1",
+                        "--batch-size", "4", "--max-steps", "2", "--log-every", "1", "--out", str(out), "--overwrite"],
+                       capture_output=True, text=True, env={**ENV, "SPY_OUT": str(out), "SPY_LOG": str(log)},
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    calls = log.read_text().splitlines()
+    assert any(c.startswith("0 rmtree") for c in calls), calls  # the old run was removed, by rank 0
+    assert [c for c in calls if not c.startswith("0 ")] == []
+    assert not (out / "tensorboard" / "events").exists() and not (out / "best").exists()
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines() if "loss" in line] == [1, 2]
+    assert json.loads((out / "eval_results.json").read_text())["best"]["step"] == 2
+
+
 PARITY = {  # name: (task, family, head, data files, settings)
     "ner": ("token-classification", "bert", "ForTokenClassification", ("ner-train.txt", "ner-dev.txt"), {}),
     # 2 micro-batches of 4 a step: the step's mean over all its labelled tokens, as of one batch of 8

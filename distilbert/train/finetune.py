@@ -156,7 +156,7 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, overwrite: bool = Fal
     if resume:
         state, recipe = checkpointing.resume(checkpoint_path, world, recipe, given)
     else:
-        check_output(out, overwrite)
+        prepare_output(out, overwrite, rank, world)
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
     precision = distributed.best_precision(device) if recipe.precision == "auto" else recipe.precision
@@ -221,8 +221,8 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, overwrite: bool = Fal
         checkpointing.restore(state, **parts)
         step, epoch, micro, history, best = state["step"], state["epoch"], state["micro"], state["history"], state["best"]
 
-    out.mkdir(parents=True, exist_ok=True)
     if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
         (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
     log = RunLog(out, rank == 0, total_steps, progress, initial=step, every=recipe.log_every, desc="fine-tuning")
     totals: dict[str, float] = {}
@@ -306,6 +306,24 @@ def _batch_seed(seed: int, epoch: int, index: int) -> int:
 
 
 # --- the parts of the loop ----------------------------------------------------------------------------------
+
+
+def prepare_output(out: Path, overwrite: bool, rank: int, world: int) -> None:
+    """`check_output` and the folder made, by rank 0 alone: under torchrun every rank would otherwise remove the
+    old run at once, and remove what another rank had begun to write. The others wait for it, then raise its
+    error if it had one."""
+    from . import distributed
+
+    error = None
+    if rank == 0:
+        try:
+            check_output(out, overwrite)
+            out.mkdir(parents=True, exist_ok=True)
+        except UserError as e:
+            error = str(e)
+    error = distributed.broadcast(error, world)  # a collective: no rank goes on before rank 0 is done
+    if error is not None:
+        raise UserError(error)
 
 
 def check_output(out: Path, overwrite: bool) -> None:
