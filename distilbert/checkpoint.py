@@ -1,7 +1,7 @@
 """PyTorch checkpoints in and out: safetensors (single or sharded) and pickle-free .bin, as our modules.
 
 Key names are mapped by keymaps.py; where a model lives is hub.py. Loading fails loudly, naming every
-missing, unexpected or mis-shaped key. Saving writes a whole folder beside the target and swaps it in.
+missing, unexpected or mis-shaped key. Saving never leaves new weights beside an old config.json (see `save`).
 """
 
 from __future__ import annotations
@@ -204,8 +204,12 @@ def check_keys(state: dict[str, Any], expected: dict[str, tuple[int, ...]], orig
 def save(net: _WithEncoder, folder: str | os.PathLike, task: str, tokenizer: Any = None) -> Path:
     """Write config.json and model.safetensors as transformers writes them (and the tokenizer files).
 
-    Every file is first written in full under a temporary name, then all are renamed into place, so an
-    interrupted save never leaves new weights beside an old or missing config.
+    The folder may hold other files (a training run's log and checkpoint), so it is not swapped whole. What is
+    guaranteed, whenever the save stops (an error, a full disk, a kill): the folder holds the old model whole,
+    the new model whole, or no config.json. Every file is first written in full into `folder/.saving`; only
+    then is the old config.json removed, the other files renamed into place one by one, and config.json
+    renamed in last. A folder without config.json is no model to any loader; `Config.from_file` says that a
+    save was interrupted where weights are left in it.
     """
     from safetensors.torch import save_file
 
@@ -222,6 +226,7 @@ def save(net: _WithEncoder, folder: str | os.PathLike, task: str, tokenizer: Any
         config.save(staging / "config.json")
         if tokenizer is not None:
             tokenizer.save(staging)
+        (folder / "config.json").unlink(missing_ok=True)  # from here until the last rename, no model at all
         for stale in TORCH_WEIGHT_FILES:  # older weights in another format would be read before ours
             if stale != "model.safetensors":
                 (folder / stale).unlink(missing_ok=True)

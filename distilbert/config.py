@@ -188,6 +188,11 @@ class Config:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
+            weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", ".saving")
+            if path.name == "config.json" and any((path.parent / name).exists() for name in weights):
+                # checkpoint.save removes config.json first and renames the new one in last
+                raise UserError(f"no config.json in {path.parent}, which holds weights: a save into it was "
+                                "interrupted (or config.json was deleted); save the model again") from None
             raise UserError(f"no config.json in {path.parent}: not a model folder") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise UserError(f"{path} is not valid JSON ({e}); the file is damaged, download or save it again") from None

@@ -187,3 +187,55 @@ def test_an_interrupted_save_leaves_the_previous_model_whole(tmp_path, mlm_check
     for name, value in again.items():
         torch.testing.assert_close(value, expected[name], rtol=0, atol=0)
     assert Tokenizer.from_pretrained(folder).vocab_size == 30522
+
+
+def test_a_save_stopped_during_its_swap_never_mixes_old_and_new(tmp_path, mlm_checkpoint, monkeypatch):
+    """Stopped after any number of its renames, a save leaves the old model whole, the new one whole, or a folder
+    without config.json that loading refuses, saying a save was interrupted: never new files beside an old config."""
+    import os
+    import shutil
+
+    from distilbert.tokenizer import Tokenizer
+
+    source, _ = mlm_checkpoint
+    tokenizer = Tokenizer.from_pretrained(source)
+    net, newer = load(source)[0], load(source)[0]
+    with torch.no_grad():
+        for p in newer.parameters():
+            p.add_(1.0)  # weights that differ everywhere
+    newer.config = newer.config.replace(dropout=0.25)  # and a config.json of its own
+
+    def files(folder):
+        return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+    old, new = (files(save(model, tmp_path / name, "fill-mask", tokenizer))
+                for model, name in ((net, "old"), (newer, "new")))
+    real_replace, seen = os.replace, []
+    for stop_at in range(1, 30):
+        folder = shutil.copytree(tmp_path / "old", tmp_path / f"stopped-{stop_at}")
+        calls = []
+
+        def replace(src, dst):
+            calls.append(dst)
+            if len(calls) == stop_at:
+                raise OSError(f"stopped at rename {stop_at}")
+            return real_replace(src, dst)
+
+        monkeypatch.setattr(os, "replace", replace)
+        try:
+            save(newer, folder, "fill-mask", tokenizer)
+        except OSError:
+            pass
+        monkeypatch.setattr(os, "replace", real_replace)
+        got = files(folder)
+        if got in (old, new):
+            seen.append("old" if got == old else "new")
+        else:
+            assert "config.json" not in got, f"stopped at rename {stop_at}: new files beside the old config.json"
+            with pytest.raises(UserError, match="interrupted"):
+                load(folder)
+            seen.append("no config")
+        if got == new:
+            break
+    assert seen[-1] == "new" and len(seen) > 2, seen  # stopped in the middle at least once, then finished
+
