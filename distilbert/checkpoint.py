@@ -111,16 +111,65 @@ def _bf16_as_float32(path: Path) -> dict[str, np.ndarray]:
 
 
 def _shards(index: Path) -> list[str]:
+    return sorted(set(_weight_map(index).values()))
+
+
+def _weight_map(index: Path) -> dict[str, str]:
+    """A shard index's key -> shard file."""
     try:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        return sorted(set(weight_map.values()))
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        if not isinstance(weight_map, dict):
+            raise TypeError("weight_map is not an object")
+        return weight_map
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise UserError(f"{index} is not a valid shard index ({e}); download the model again") from None
 
 
 def infer_task(config: Config, keys: set[str]) -> str:
-    """The head a checkpoint was saved with: `architectures` first, then the keys it carries."""
+    """The head a checkpoint was saved with: `architectures` first, then the keys it carries (our names)."""
     return tasks.task_of_architectures(config.architectures) or tasks.task_of_keys(config.family, keys)
+
+
+def natural_task(folder: Path, config: Config) -> str:
+    """The task `load(folder)` gives when none is asked for, from `architectures`, else from the weight files'
+    key names alone (safetensors headers or a shard index; a .bin file is read, where PyTorch is installed)."""
+    named = tasks.task_of_architectures(config.architectures)
+    if named:
+        return named
+    return infer_task(config, set(to_our_keys(config.family, dict.fromkeys(weight_keys(folder) or ()))))
+
+
+def weight_keys(folder: Path) -> set[str] | None:
+    """The checkpoint's key names, from the files `read_state_dict` would read; None where none can be read."""
+    if (folder / "model.safetensors").is_file():
+        return set(_safetensors_header(folder / "model.safetensors")) - {"__metadata__"}
+    if (folder / "model.safetensors.index.json").is_file():
+        return set(_weight_map(folder / "model.safetensors.index.json"))
+    path = folder / "pytorch_model.bin"
+    if path.is_file():
+        try:
+            import torch
+        except ImportError:
+            return None  # loading it needs PyTorch too, and says so
+        try:
+            return set(torch.load(path, map_location="cpu", weights_only=True))
+        except UNREADABLE as e:
+            raise UserError(f"{path} is not a readable PyTorch weights file ({type(e).__name__}); download it again") from None
+    if (folder / "pytorch_model.bin.index.json").is_file():
+        return set(_weight_map(folder / "pytorch_model.bin.index.json"))
+    return None
+
+
+def _safetensors_header(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+    except (ValueError, UnicodeDecodeError):
+        header = None
+    if not isinstance(header, dict):
+        raise UserError(f"{path} is corrupted (unreadable header); download or save the model again")
+    return header
 
 
 def load(

@@ -217,7 +217,7 @@ def tokenize(file: str = "-", model: str = DEFAULT_MODEL, pairs: bool = False, m
 
 def info(model: str) -> None:
     """Family, sizes, heads, parameter count and vocabulary of MODEL."""
-    from . import tasks
+    from .checkpoint import natural_task
     from .config import Config
     from .hub import resolve
     from .tokenizer import Tokenizer
@@ -225,7 +225,7 @@ def info(model: str) -> None:
     folder = resolve(model)
     config = Config.from_file(folder / "config.json")
     count, where = _parameter_count(folder, config)
-    task = tasks.task_of_architectures(config.architectures) or "feature-extraction"
+    task = natural_task(folder, config)  # as loading infers it: architectures, else the weights' keys
     rows = [
         ("model", str(folder)),
         ("family", config.family),

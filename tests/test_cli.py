@@ -92,6 +92,23 @@ def test_info(mlm_checkpoint):
     assert "30522" in out
 
 
+@pytest.mark.parametrize("family, arch", [("distilbert", "ForQuestionAnswering"), ("bert", "ForTokenClassification"),
+                                          ("bert", "ForSequenceClassification"), ("distilbert", "ForMaskedLM")])
+def test_info_names_the_task_load_finds_without_architectures(tmp_path, checkpoint_factory, capsys, family, arch):
+    from distilbert import cli
+    from distilbert.checkpoint import load
+    from distilbert.model import task_of
+
+    source, _ = checkpoint_factory(family, arch)
+    folder = shutil.copytree(source, tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    del config["architectures"]
+    (folder / "config.json").write_text(json.dumps(config))
+    cli.info(str(folder))
+    rows = dict(line.split(":", 1) for line in capsys.readouterr().out.splitlines())
+    assert rows["task"].strip() == task_of(load(folder)[0]) != "feature-extraction"
+
+
 @pytest.fixture()
 def broken(tmp_path, mlm_checkpoint):
     folder, _ = mlm_checkpoint
