@@ -163,16 +163,20 @@ except distilbert.UserError as e:
     ("bert", "Model", "ORTModelForFeatureExtraction", "last_hidden_state"),
 ])
 def test_optimum_loads_our_export(tmp_path, exported, family, arch, cls, output):
-    out, _, _ = exported(family, arch)
+    """from_pretrained(folder) finds onnx/model.onnx; another precision is subfolder="onnx", file_name=its graph."""
+    out, _, _ = exported(family, arch, precisions="fp32,int8,q4")
     config = distilbert.Config.from_file(out / "config.json")
     arrays = validation_batch(3, 12, config, Tokenizer.from_pretrained(out), seed=3)
     np.savez(tmp_path / "in.npz", **arrays)
-    p = subprocess.run([str(OPTIMUM_PYTHON), str(ROOT / "tests" / "helpers" / "optimum_outputs.py"), str(out), cls,
-                        str(tmp_path / "in.npz"), str(tmp_path / "out.npz")], capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-3000:]
-    theirs = np.load(tmp_path / "out.npz")[output]
-    ours = OnnxBackend.load(out).run(**arrays)[output]
-    np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-6)
+    for precision in ("fp32", "int8", "q4"):
+        graph = [] if precision == "fp32" else [precisions.ONNX_FILES[precision]]
+        p = subprocess.run([str(OPTIMUM_PYTHON), str(ROOT / "tests" / "helpers" / "optimum_outputs.py"), str(out), cls,
+                            str(tmp_path / "in.npz"), str(tmp_path / "out.npz"), *graph],
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr[-3000:]
+        theirs = np.load(tmp_path / "out.npz")[output]
+        ours = OnnxBackend.load(out, precision=precision).run(**arrays)[output]
+        np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-6)
 
 
 def test_weights_beside_the_graph(tmp_path, exported):
