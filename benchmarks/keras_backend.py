@@ -37,7 +37,7 @@ def prepare(n_texts: int) -> Path:
     run.prepare_ours(exports=())  # the checkpoint alone: run.py's exports add int8, which this script does not run
     hf = run.CACHE / "hf"
     for task, name in (("fill-mask", "ours-fill-mask"), ("feature-extraction", "ours-features")):
-        if not (run.CACHE / name / "model.onnx").exists():
+        if not (run.CACHE / name / "onnx" / "model.onnx").exists():
             subprocess.run([str(run.OURS), "-m", "distilbert.cli", "export", str(hf), str(run.CACHE / name), "--task", task,
                             "--optimize"], check=True, stdout=subprocess.DEVNULL)
     if not (run.CACHE / "corpus.txt").exists():

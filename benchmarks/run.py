@@ -37,6 +37,9 @@ PEERS = {
     "ours-onnx-fp32": (OURS, "exact"),
     "ours-torch-fp32": (OURS, "exact"),
     "ours-onnx-int8": (OURS, "fast"),
+    "ours-onnx-fp16": (OURS, "fast"),
+    "ours-onnx-q4": (OURS, "fast"),
+    "ours-onnx-q4f16": (OURS, "fast"),
     "ours-torch-bf16": (OURS, "fast"),
     "transformers": (OURS, "peer"),
     "optimum": (PEERS_PY, "peer"),
@@ -66,7 +69,7 @@ SentenceTransformer({str(CACHE / 'hf')!r}, backend="onnx", device="cpu").save_pr
 
 
 def prepare_ours(exports: tuple[str, ...] = ("fill-mask", "feature-extraction")) -> None:
-    """The full-size random-weight checkpoint and our exports of it for these tasks (fp32 and int8)."""
+    """The full-size random-weight checkpoint and our exports of it for these tasks, in every precision."""
     CACHE.mkdir(parents=True, exist_ok=True)
     vocab = DATA / "vocab" / "bert-base-uncased-vocab.txt"
     if not (CACHE / "hf" / "model.safetensors").exists():
@@ -79,10 +82,24 @@ transformers.BertTokenizerFast({str(vocab)!r}).save_pretrained({str(CACHE / 'hf'
 """
         subprocess.run([str(OURS), "-c", script], check=True)
     for task, name in (("fill-mask", "ours-fill-mask"), ("feature-extraction", "ours-features")):
-        if task in exports and not (CACHE / name / "model_quantized.onnx").exists():
+        if task in exports and not (CACHE / name / "onnx" / "model_q4f16.onnx").exists():
             subprocess.run([str(OURS), "-m", "distilbert.cli", "export", str(CACHE / "hf"), str(CACHE / name), "--task", task,
-                            "--optimize", "--quantize", "int8", "--drift-text", str(DATA / "text" / "wikitext-2-valid.txt")],
+                            "--optimize", "--precision", EXPORTED, "--drift-text", str(DATA / "text" / "wikitext-2-valid.txt")],
                            check=True, stdout=subprocess.DEVNULL)
+
+
+EXPORTED = "fp32,int8,fp16,q4,q4f16"
+
+
+def sizes(results: dict) -> None:
+    """Each precision's graph and weights on disk, and its drift from fp32 as the export measured it."""
+    for name in ("ours-fill-mask", "ours-features"):
+        report = json.loads((CACHE / name / "quantization_report.json").read_text())
+        fp32 = next(iter(report.values()))["bytes_fp32"]
+        results["sizes"][name] = {"fp32": {"bytes": fp32, "ratio": 1.0}}
+        for precision, r in report.items():
+            drift = {k: r[k] for k in ("top1_agreement", "top5_overlap", "cosine_min", "cosine_mean") if k in r}
+            results["sizes"][name][precision] = {"bytes": r["bytes"], "ratio": r["bytes"] / fp32, **drift}
 
 
 def _texts(n_texts: int) -> None:
@@ -155,7 +172,7 @@ def throughput(results: dict, peers: list[str]) -> None:
                                "real_tokens_per_s": tok_counts.sum() / out["seconds"]}
         print(f"  W2 {peer}: {out['seconds']:.1f} s, {results['W2'][peer]['texts_per_s']:.1f} texts/s")
     exact = np.load(CACHE / "embeddings-ours-onnx-fp32.npy")
-    for peer in ("ours-torch-fp32", "ours-onnx-int8", "ours-torch-bf16"):
+    for peer in ("ours-torch-fp32", "ours-onnx-int8", "ours-onnx-fp16", "ours-onnx-q4", "ours-onnx-q4f16", "ours-torch-bf16"):
         if peer not in results["W2"]:
             continue
         other = np.load(CACHE / f"embeddings-{peer}.npy")
@@ -185,7 +202,7 @@ def cold(results: dict, peers: list[str], repeats: int = 3) -> None:
 def agreement(results: dict) -> None:
     """Fast modes against exact on W1's texts: top-1 and top-5 agreement."""
     exact = results["W1"]["ours-onnx-fp32"]["top5"]
-    for peer in ("ours-onnx-int8", "ours-torch-bf16", "ours-torch-fp32"):
+    for peer in ("ours-onnx-int8", "ours-onnx-fp16", "ours-onnx-q4", "ours-onnx-q4f16", "ours-torch-bf16", "ours-torch-fp32"):
         if peer in results["W1"]:
             fast = results["W1"][peer]["top5"]
             results["W1"][peer]["top1_agreement"] = float(np.mean([exact[n][0] == fast[n][0] for n in exact]))
@@ -218,6 +235,14 @@ def table(results: dict) -> str:
             cos = f"{r['cosine_vs_fp32']['min']:.4f}" if "cosine_vs_fp32" in r else ""
             lines.append(f"| {peer} | {r['seconds']:.1f} | {r['texts_per_s']:.1f} | {r['real_tokens_per_s']:.0f} | {x_opt} | {x_st} | {cos} |")
         lines.append("")
+    if results.get("sizes"):
+        lines += ["### Size on disk of each precision (graph and weights), and its drift from fp32 on WikiText-2", "",
+                  "| export | precision | MB | x fp32 | drift |", "|---|---|---|---|---|"]
+        for name, by_precision in results["sizes"].items():
+            for precision, r in by_precision.items():
+                drift = ", ".join(f"{k} {v:.3f}" for k, v in r.items() if k not in ("bytes", "ratio"))
+                lines.append(f"| {name} | {precision} | {r['bytes'] / 1e6:.1f} | {r['ratio']:.3f} | {drift} |")
+        lines.append("")
     if results["W3"]:
         lines += ["### W3 and W4: cold start to the first fill-mask result, and that process's peak memory", "",
                   "| peer | seconds | x transformers | peak MiB | x transformers |", "|---|---|---|---|---|"]
@@ -239,13 +264,14 @@ def main() -> None:
     counts = _token_counts()
     results = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
                "corpus": {"texts": len(counts), "median_tokens": float(np.median(counts)), "p90_tokens": float(np.percentile(counts, 90))},
-               "W1": {}, "W2": {}, "W3": {}}
+               "W1": {}, "W2": {}, "W3": {}, "sizes": {}}
     only, peers = args.only.split(","), args.peers.split(",")
     path = ROOT / "benchmarks" / "results.json"
     if path.exists():  # a run of some workloads or peers keeps the others' latest figures
         previous = json.loads(path.read_text())
         for workload in ("W1", "W2", "W3"):
             results[workload] = {p: r for p, r in previous.get(workload, {}).items() if workload not in only or p not in peers}
+    sizes(results)
     if "W1" in only:
         latency(results, peers)
         agreement(results)

@@ -55,7 +55,7 @@ model.save_pretrained({str(folder)!r})
 transformers.BertTokenizerFast({str(vocab)!r}).save_pretrained({str(folder)!r})
 """
             subprocess.run([str(OURS), "-c", script], check=True)
-        if not (CACHE / f"ours-{name}" / "model_quantized.onnx").exists():
+        if not (CACHE / f"ours-{name}" / "onnx" / "model_quantized.onnx").exists():
             subprocess.run([str(OURS), "-m", "distilbert.cli", "export", str(folder), str(CACHE / f"ours-{name}"),
                             "--optimize", "--quantize", "int8"], check=True, stdout=subprocess.DEVNULL)
         if not (CACHE / f"optimum-{name}" / "model.onnx").exists():

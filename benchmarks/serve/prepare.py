@@ -16,7 +16,7 @@ DATA = Path(os.environ.get("DISTILBERT_DATA", ROOT.parent / "shared" / "data"))
 
 def ready(folder: Path) -> bool:
     """An export that finished: its int8 file and its report, written last, after validation."""
-    return all((folder / f).exists() for f in ("model_quantized.onnx", "export_report.json"))
+    return all((folder / f).exists() for f in ("onnx/model_quantized.onnx", "export_report.json"))
 
 
 def main() -> None:
