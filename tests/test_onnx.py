@@ -374,6 +374,17 @@ def test_precision_bad_input(tmp_path, exported, checkpoint_factory):
     assert_user_error(run("fill-mask", "a [MASK].", "--model", out, "--precision", "fp16", ok=False),
                       "no fp16 graph (model_fp16.onnx)", "it has fp32")
     assert not (tmp_path / "y").exists()
+    quantized, _, _ = exported("distilbert", "ForMaskedLM", precisions="fp32,q4")
+    for damage in ("truncated", "missing"):  # a q4 graph whose weights file is cut short, or gone
+        broken = tmp_path / f"q4-{damage}"
+        shutil.copytree(quantized, broken)
+        weights = broken / "onnx" / "model_q4.onnx_data"
+        if damage == "missing":
+            weights.unlink()
+        else:
+            weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        assert_user_error(run("fill-mask", "a [MASK].", "--model", broken, "--precision", "q4", ok=False),
+                          "model_q4.onnx is not a loadable ONNX model")
 
 
 def test_cli_exports_precisions_and_runs_each(tmp_path, checkpoint_factory):

@@ -70,6 +70,8 @@ def load_backend(model: str | Path, task: str | None = None, backend: str | None
             cached = (cached_export(folder, task, precision, create=False)
                       if precision in SUPPORTED["onnx"] and not options.get("compile") else None)
             return _onnx(cached, task, options) if cached is not None else _torch(folder, task, options)
+        if folder == Path(model).expanduser() and not hub.has_onnx(folder):
+            return _torch(folder, task, options)  # a local folder with no weights at all: its loader says so
         if precision == "bf16":  # no weights to hold in bfloat16: say what the folder is
             raise UserError(f"{model} holds no PyTorch weights, so bf16 (PyTorch's) cannot run it; choose one of "
                             "the ONNX precisions it has (--precision fp32, int8, ...)")
