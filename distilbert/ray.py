@@ -353,13 +353,12 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
 def _prepare_model(model: str, task: str, backend: str | None, precision: str) -> str:
     """The folder the workers open: an exported folder as it is; a PyTorch checkpoint exported once, here,
     rather than by every actor at the same time (backends.export_cache)."""
-    from . import hub
+    from .backends.choice import locate
+    from .backends.export_cache import cached_export
 
-    folder = hub.resolve(model, need="onnx" if backend == "onnx" else "torch")
-    if backend == "onnx" and hub.locate_onnx(folder, precision) is None and hub.has_torch_weights(folder):
-        from .backends.export_cache import cached_export
-
-        folder = cached_export(folder, tasks.get(task).name, precision, create=True)
+    choice, folder = locate(model, backend, precision, task=tasks.get(task).name)
+    if choice.export or choice.cached:
+        folder = cached_export(folder, tasks.get(task).name, choice.precision, create=True)
     return str(folder)
 
 

@@ -216,3 +216,52 @@ print(json.dumps([usable_cores(), backend.session.get_session_options().intra_op
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=environment())
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout) == [1, 1]
+
+
+def test_choose_over_every_combination():
+    """The one pure choice, over every backend asked (or none), precision, install and set of files: what it
+    picks can run the precision, a named backend is honoured, PyTorch is never picked where it is missing, an
+    export is planned only where a PyTorch checkpoint and PyTorch are at hand, and each refusal is one line."""
+    import itertools
+
+    from distilbert.backends.choice import choose
+    from distilbert.precisions import PRECISIONS, SUPPORTED
+
+    graph_sets = [(), ("fp32",), ("fp32", "int8"), tuple(p for p in PRECISIONS if p in SUPPORTED["onnx"])]
+    seen = 0
+    for backend, precision, installed, weights, graphs, cached, compile in itertools.product(
+            (None, *BACKENDS), PRECISIONS, (False, True), (False, True), graph_sets, ((), ("fp32",), ("int8",)),
+            (False, True)):
+        if cached and not (weights and installed):
+            continue  # only a checkpoint on a machine with PyTorch has a cached export
+        try:
+            c = choose(backend, precision, torch_installed=installed, torch_weights=weights, graphs=graphs,
+                       cached=cached, compile=compile)
+        except UserError as e:
+            assert "\n" not in str(e)
+            reasons = [backend is not None and precision not in SUPPORTED[backend],
+                       compile and backend not in (None, "torch"),
+                       compile and backend is None and (not weights and bool(graphs) or precision not in SUPPORTED["torch"]),
+                       not installed, not weights and bool(graphs)]
+            assert any(reasons), (backend, precision, installed, weights, graphs, cached, compile, str(e))
+            continue
+        seen += 1
+        assert precision in SUPPORTED[c.backend] and c.precision == precision
+        assert backend is None or c.backend == backend
+        assert c.backend != "torch" or installed
+        assert not c.export or (weights and installed and c.backend == "onnx" and precision not in graphs)
+        assert not c.cached or precision in cached
+        if c.backend == "onnx" and precision not in graphs and not c.cached:  # nothing to run but an export
+            assert c.export or not (weights and installed)
+        if compile:
+            assert c.backend == "torch"
+        if backend is None and not compile:
+            if precision == "bf16":
+                assert c.backend == "torch"
+            elif installed and weights and precision == "fp32":
+                assert c.backend == ("onnx" if "fp32" in cached else "torch")
+            elif graphs and not weights:
+                assert c.backend == "onnx"  # an exported folder, or a hub repository of graphs alone
+            elif not installed:
+                assert c.backend == "onnx"
+    assert seen > 300  # the runnable combinations

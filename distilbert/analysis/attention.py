@@ -42,7 +42,7 @@ class Attention:
 
 def attention_maps(model: str, text: str, text_b: str | None = None, backend: str | None = None) -> Attention:
     """Every layer's and head's attention on `text` (paired with `text_b`), from PyTorch or an ONNX export."""
-    from .. import hub
+    from ..backends.choice import locate
     from ..pipelines.base import check_texts
     from ..tokenizer import Tokenizer
 
@@ -51,14 +51,11 @@ def attention_maps(model: str, text: str, text_b: str | None = None, backend: st
         raise UserError("empty text: give the sentence(s) to look at")
     if backend not in (None, "torch", "onnx"):
         raise UserError(f"unknown backend {backend!r}; expected torch or onnx")
-    torch_installed = importlib.util.find_spec("torch") is not None
-    if backend is None:
-        folder = hub.resolve(model, need="torch" if torch_installed else "onnx")
-        backend = "torch" if torch_installed and hub.has_torch_weights(folder) else "onnx"
-    if backend == "torch" and not torch_installed:
+    if backend == "torch" and importlib.util.find_spec("torch") is None:
         raise UserError("attention from PyTorch needs the torch extra (pip install 'distilbert[torch]'), or an ONNX "
                         "export made with `distilbert export MODEL OUT_DIR --with-attentions`")
-    folder = hub.resolve(model, need=backend)
+    choice, folder = locate(model, backend)
+    backend = "onnx" if choice.backend == "onnx" and not choice.export else "torch"  # an export to be made: PyTorch
     tokenizer = Tokenizer.from_pretrained(folder)
     if backend == "torch":
         import torch

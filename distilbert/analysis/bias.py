@@ -100,11 +100,11 @@ def default_data() -> Path:
 
 def open_masked_lm(model: str, backend: str | None, precision: str, threads: int | None, batch_size: int):
     """A fill-mask pipeline on `model`; a model without a masked-LM head is one line naming the head it has."""
-    from .. import hub
+    from ..backends.choice import locate
     from ..config import Config
     from ..pipelines import pipeline
 
-    folder = hub.resolve(model, need="onnx" if backend == "onnx" or precision == "int8" else "torch")
+    _, folder = locate(model, backend, precision)
     config_file = folder / "config.json"
     if config_file.is_file():
         config = Config.from_file(config_file)

@@ -20,9 +20,8 @@ import numpy as np
 from ..config import Config
 from ..errors import UserError
 
-from ..precisions import PRECISIONS, SUPPORTED, backends_for, canonical
-
-BACKENDS = tuple(SUPPORTED)
+from ..precisions import PRECISIONS, canonical  # noqa: F401  (PRECISIONS: re-exported for the CLI's choices)
+from .choice import BACKENDS, Choice, choose, locate  # noqa: F401  (re-exported)
 
 
 class Backend(Protocol):
@@ -40,61 +39,26 @@ class Backend(Protocol):
 
 
 def load_backend(model: str | Path, task: str | None = None, backend: str | None = None, **options) -> Backend:
-    """Open `model` (a folder or hub id) with the named backend, or the natural one for it.
-
-    Natural: PyTorch for fp32 and bf16 on a PyTorch checkpoint (or its cached ONNX export, if one was made);
-    ONNX Runtime for a folder or hub repository that holds only ONNX graphs, for the ONNX precisions (int8,
-    fp16, q4, q4f16), and wherever PyTorch is not installed. The onnx backend on a PyTorch checkpoint
-    exports it once into the cache (export_cache.py). A hub repository is downloaded for what is run: its
-    PyTorch weights, or the one graph of the precision asked for.
-    """
-    if backend is not None and backend not in BACKENDS:
-        raise UserError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    from .. import hub
+    """Open `model` (a folder or hub id) with the named backend, or the natural one for it (choice.choose says
+    which); the onnx backend on a PyTorch checkpoint exports it once into the cache (export_cache.py)."""
+    from .choice import locate
     from .export_cache import cached_export
 
-    precision = options["precision"] = canonical(options.get("precision"))
-    if backend is not None and precision not in SUPPORTED[backend]:
-        raise UserError(f"precision {precision!r} is not available with the {backend} backend (it runs "
-                        f"{', '.join(SUPPORTED[backend])}); {precision} runs on {' or '.join(backends_for(precision))}")
-    if backend in ("onnx", "keras"):  # refused before the onnx backend exports a checkpoint (_onnx checks the rest)
-        _torch_only(options, f"the {backend} backend")
-    if backend == "keras":  # only when asked for: TensorFlow is an optional extra and slow to import
+    options["precision"] = canonical(options.get("precision"))
+    choice, folder = locate(model, backend, options["precision"], compile=bool(options.get("compile")), task=task)
+    if choice.backend == "torch":
+        return _torch(folder, task, options)
+    options.pop("compile", None)  # refused by choose for every other backend
+    if choice.backend == "keras":  # TensorFlow is an optional extra and slow to import: only when asked for
         return _keras(model, task, options)
-
-    torch_installed = importlib.util.find_spec("torch") is not None
-    if backend is None and torch_installed and precision in SUPPORTED["torch"]:
-        folder = hub.resolve(model, need="torch")
-        if hub.has_torch_weights(folder):
-            # a cached export serves the checkpoint, unless it is to be compiled (PyTorch's)
-            cached = (cached_export(folder, task, precision, create=False)
-                      if precision in SUPPORTED["onnx"] and not options.get("compile") else None)
-            return _onnx(cached, task, options) if cached is not None else _torch(folder, task, options)
-        if folder == Path(model).expanduser() and not hub.has_onnx(folder):
-            return _torch(folder, task, options)  # a local folder with no weights at all: its loader says so
-        if precision == "bf16":  # no weights to hold in bfloat16: say what the folder is
-            raise UserError(f"{model} holds no PyTorch weights, so bf16 (PyTorch's) cannot run it; choose one of "
-                            "the ONNX precisions it has (--precision fp32, int8, ...)")
-        backend = "onnx"  # an exported folder, or a hub repository of ONNX graphs alone
-    if backend == "torch" or (backend is None and precision not in SUPPORTED["onnx"]):
-        if not torch_installed:
-            raise UserError(
-                f"the torch backend{' (for bf16)' if precision == 'bf16' else ''} needs PyTorch: install the torch "
-                "extra (pip install 'distilbert[torch]'), or export the model to ONNX and use the onnx backend"
-            )
-        return _torch(model, task, options)
-    folder = hub.resolve(model, need="onnx", precision=precision)
-    if hub.locate_onnx(folder, precision) is None and torch_installed:
-        source = folder if hub.has_torch_weights(folder) else hub.resolve(model, need="torch")
-        if hub.has_torch_weights(source):  # a PyTorch checkpoint: export it once, validated, into the cache
-            folder = cached_export(source, task, precision, create=True)
+    if choice.export or choice.cached:
+        folder = cached_export(folder, task, choice.precision, create=True)
     return _onnx(folder, task, options)
 
 
 def _onnx(folder, task, options):
     from .onnx import OnnxBackend
 
-    _torch_only(options, "the onnx backend")  # an exported folder, or no PyTorch
     return OnnxBackend.load(folder, task, **options)
 
 
@@ -108,9 +72,3 @@ def _torch(model, task, options):
     from .torch import TorchBackend
 
     return TorchBackend.load(model, task, **options)
-
-
-def _torch_only(options: dict, where: str) -> None:
-    if options.pop("compile", False):
-        raise UserError(f"compile is for the torch backend, not {where} (a PyTorch checkpoint can be compiled, "
-                        "an ONNX export cannot): choose the torch backend, or leave compile out")

@@ -37,11 +37,21 @@ def cache_root() -> Path:
     return base / "distilbert"
 
 
+def cached_precisions(folder: Path, task: str | None) -> list[str]:
+    """The precisions whose graph the cached export of this checkpoint (for `task`) holds; none if not exported."""
+    target = _target(folder, task)
+    return hub.onnx_precisions(target) if target.is_dir() else []
+
+
+def _target(folder: Path, task: str | None) -> Path:
+    return cache_root() / "onnx" / f"graphs-{GRAPHS}" / checkpoint_digest(folder)[:32] / (task or "default")
+
+
 def cached_export(folder: Path, task: str | None, precision: str = "fp32", create: bool = False) -> Path | None:
     """The cached export of the checkpoint in `folder` for `task` (None: its own head), made if `create`.
 
     A precision the cached export lacks is added by exporting again with it and every precision it has."""
-    target = cache_root() / "onnx" / f"graphs-{GRAPHS}" / checkpoint_digest(folder)[:32] / (task or "default")
+    target = _target(folder, task)
     precision = precision if precision in ONNX_FILES else EXACT
     if hub.locate_onnx(target, precision) is not None:
         return target
