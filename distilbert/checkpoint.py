@@ -125,18 +125,13 @@ def _weight_map(index: Path) -> dict[str, str]:
         raise UserError(f"{index} is not a valid shard index ({e}); download the model again") from None
 
 
-def infer_task(config: Config, keys: set[str]) -> str:
-    """The head a checkpoint was saved with: `architectures` first, then the keys it carries (our names)."""
-    return tasks.task_of_architectures(config.architectures) or tasks.task_of_keys(config.family, keys)
-
-
 def natural_task(folder: Path, config: Config) -> str:
     """The task `load(folder)` gives when none is asked for, from `architectures`, else from the weight files'
     key names alone (safetensors headers or a shard index; a .bin file is read, where PyTorch is installed)."""
-    named = tasks.task_of_architectures(config.architectures)
+    named = tasks.infer(config)
     if named:
         return named
-    return infer_task(config, set(to_our_keys(config.family, dict.fromkeys(weight_keys(folder) or ()))))
+    return tasks.infer(config, keys=set(to_our_keys(config.family, dict.fromkeys(weight_keys(folder) or ()))))
 
 
 def weight_keys(folder: Path) -> set[str] | None:
@@ -192,7 +187,7 @@ def load(
     raw = read_state_dict(folder, dtype)
     origin: dict[str, str] = {}
     state = to_our_keys(config.family, raw, origin)
-    natural = infer_task(config, set(state))
+    natural = tasks.infer(config, keys=set(state))
     task = tasks.get(task).name if task else natural
     with_pooler = task == "feature-extraction" and "encoder.pooler.dense.weight" in state
     with torch.device("meta"):  # a skeleton: no time spent initialising weights we are about to replace

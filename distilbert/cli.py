@@ -173,7 +173,7 @@ def embed(file: str = "-", model: str = DEFAULT_MODEL, pooling: str | None = Non
         _check_writable(Path(output))
     extract = pipeline("feature-extraction", model=model, backend=backend, batch_size=batch_size, precision=precision,
                        threads=threads)
-    pooling = pooling or extract.pooling or "mean"
+    pooling = pooling or extract.sentence_pooling
     vectors = []
     for chunk in _chunks(lines, "embedding"):
         if pooling == NO_POOLING:

@@ -63,9 +63,12 @@ def model_task(model: str) -> str:
     from .config import Config
     from .hub import resolve
 
+    from .checkpoint import to_our_keys, weight_keys
+
     folder = resolve(model, need="tokenizer")
     config = Config.from_file(folder / "config.json")
-    task = tasks.task_of_architectures(config.architectures)
+    keys = weight_keys(folder)  # the weights' key names, where the folder has weights (a hub id: only its config)
+    task = tasks.infer(config, keys=set(to_our_keys(config.family, dict.fromkeys(keys))) if keys else None)
     if task is None:
         raise UserError(f"{model}'s config.json names no task head; give --task")
     return task

@@ -34,7 +34,7 @@ except ImportError as e:  # pragma: no cover - the tf extra is not installed
 
 from . import tasks
 from .tasks import CLS
-from .checkpoint import check_keys, infer_task, read_state_dict
+from .checkpoint import check_keys, read_state_dict
 from .config import Config, sinusoidal_positions
 from .errors import UserError
 from .hub import resolve
@@ -408,7 +408,7 @@ def load(model: str | os.PathLike, task: str | None = None, allow_new_head: bool
     config = Config.from_file(folder / "config.json")
     origin: dict[str, str] = {}
     state = to_our_keys(config.family, read_state_dict(folder, np.float32, framework="np"), origin)
-    natural = infer_task(config, set(state))
+    natural = tasks.infer(config, keys=set(state))
     task = tasks.get(task).name if task else natural
     with_pooler = task == "feature-extraction" and "encoder.pooler.dense.weight" in state
     net = build(config, task, with_pooler)

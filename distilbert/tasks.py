@@ -108,6 +108,19 @@ def architecture(family: str, task: str) -> str:
     return TASKS[task].architectures[family]
 
 
+def infer(config, keys: set[str] | None = None, outputs: dict[str, list] | None = None) -> str | None:
+    """The task a saved model carries: its config's `architectures` first; else, given our names of its weight
+    keys, the head they hold; else, given an ONNX graph's outputs (name -> shape), the head they come from. A graph
+    whose outputs are not those of the task its architectures name is judged by its outputs. None where nothing
+    tells (no architectures, no keys, no outputs)."""
+    named = task_of_architectures(config.architectures)
+    if outputs is not None and (named is None or any(name not in outputs for name in TASKS[named].outputs)):
+        return task_of_outputs(outputs, config.vocab_size)
+    if named is not None:
+        return named
+    return task_of_keys(config.family, keys) if keys is not None else None
+
+
 def task_of_architectures(architectures: list[str] | None) -> str | None:
     return next((ARCHITECTURES[a] for a in architectures or [] if a in ARCHITECTURES), None)
 

@@ -42,7 +42,7 @@ class Attention:
 
 def attention_maps(model: str, text: str, text_b: str | None = None, backend: str | None = None) -> Attention:
     """Every layer's and head's attention on `text` (paired with `text_b`), from PyTorch or an ONNX export."""
-    from ..backends.choice import locate
+    from ..backends.choice import locate, torch_available
     from ..pipelines.base import check_texts
     from ..tokenizer import Tokenizer
 
@@ -51,7 +51,7 @@ def attention_maps(model: str, text: str, text_b: str | None = None, backend: st
         raise UserError("empty text: give the sentence(s) to look at")
     if backend not in (None, "torch", "onnx"):
         raise UserError(f"unknown backend {backend!r}; expected torch or onnx")
-    if backend == "torch" and importlib.util.find_spec("torch") is None:
+    if backend == "torch" and not torch_available():
         raise UserError("attention from PyTorch needs the torch extra (pip install 'distilbert[torch]'), or an ONNX "
                         "export made with `distilbert export MODEL OUT_DIR --with-attentions`")
     choice, folder = locate(model, backend)

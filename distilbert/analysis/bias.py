@@ -108,7 +108,7 @@ def open_masked_lm(model: str, backend: str | None, precision: str, threads: int
     config_file = folder / "config.json"
     if config_file.is_file():
         config = Config.from_file(config_file)
-        has = tasks.task_of_architectures(config.architectures)
+        has = tasks.infer(config)
         if has is not None and has != "fill-mask":
             raise UserError(f"{model} has no masked-LM head: it is a {has} model ({', '.join(config.architectures)}); "
                             "bias probes need a fill-mask checkpoint such as distilbert-base-uncased")

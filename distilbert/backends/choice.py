@@ -17,7 +17,17 @@ from ..errors import UserError
 from ..precisions import SUPPORTED, backends_for, canonical
 
 BACKENDS = tuple(SUPPORTED)
-NEEDS_TORCH = ("torch",)  # backends that run PyTorch weights in this process (keras reads them without torch)
+NEEDS_TORCH = ("torch",)
+RUNTIMES = {"torch": "PyTorch (the torch backend)", "onnx": "ONNX Runtime (the onnx backend)",
+            "keras": "Keras on TensorFlow (the keras backend)"}  # backends that run PyTorch weights in this process (keras reads them without torch)
+
+
+def torch_available() -> bool:
+    """Whether PyTorch can be imported here (without importing it: that takes seconds)."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # an import hook that refuses it, or a half-removed install
+        return False
 
 
 @dataclass(frozen=True)
@@ -41,7 +51,8 @@ def choose(backend: str | None, precision: str | None, *, torch_installed: bool,
     precision = canonical(precision)
     if backend is not None and precision not in SUPPORTED[backend]:
         raise UserError(f"precision {precision!r} is not available with the {backend} backend (it runs "
-                        f"{', '.join(SUPPORTED[backend])}); {precision} runs on {' or '.join(backends_for(precision))}")
+                        f"{', '.join(SUPPORTED[backend])}); {precision} runs on "
+                        + " or ".join(RUNTIMES.get(b, f"the {b} backend") for b in backends_for(precision)))
     if backend is None:
         if precision not in SUPPORTED["onnx"]:
             backend = "torch"  # bf16: PyTorch's alone
@@ -81,7 +92,7 @@ def locate(model: str | Path, backend: str | None = None, precision: str | None 
     from .export_cache import cached_precisions
 
     precision = canonical(precision)
-    torch_installed = importlib.util.find_spec("torch") is not None
+    torch_installed = torch_available()
     choose(backend, precision, torch_installed=True, torch_weights=True, compile=compile and backend is not None)
     # (that refused a bad backend, precision or compile before anything is downloaded)
     if Path(model).expanduser().is_dir():  # a local folder: every fact at hand

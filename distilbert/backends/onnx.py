@@ -91,9 +91,7 @@ class OnnxBackend:
         config = Config.from_file(folder / "config.json")
         session = open_session(path, threads)
         outputs = {o.name: o.shape for o in session.get_outputs()}
-        natural = tasks.task_of_architectures(config.architectures)
-        if natural is None or any(name not in outputs for name in tasks.TASKS[natural].outputs):
-            natural = tasks.task_of_outputs(outputs, config.vocab_size)
+        natural = tasks.infer(config, outputs=outputs)
         if task is not None and tasks.get(task).name != natural:  # an ONNX graph has one head baked in
             wanted = tasks.get(task).name
             raise UserError(f"{path} was exported for {natural} (outputs {', '.join(outputs)}), not {wanted}; run it "

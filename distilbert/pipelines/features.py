@@ -17,6 +17,7 @@ from .base import Job, Pipeline
 
 POOLINGS = ("cls", "mean", "max")
 NO_POOLING = "none"  # one (tokens, dim) array per text, also where the folder pools
+SENTENCE_POOLING = "mean"  # where a sentence embedding is wanted and the folder names no pooling (as TEI does)
 
 
 class FeatureExtractionPipeline(Pipeline):
@@ -30,6 +31,12 @@ class FeatureExtractionPipeline(Pipeline):
         if st.get("max_length"):
             self.max_length = min(self.max_length, st["max_length"])
         _check_pooling(self.pooling)
+
+    @property
+    def sentence_pooling(self) -> str:
+        """The pooling of a sentence embedding from this model (the CLI's `embed`, the server's embeddings, Ray):
+        the folder's own, else mean."""
+        return self.pooling or SENTENCE_POOLING
 
     def preprocess(self, inputs: str | Sequence[str], pooling: str | None = None, normalize: bool | None = None) -> Job:
         """Without pooling ("none", or None on a folder that does not pool): one (tokens, dim) float32 array
