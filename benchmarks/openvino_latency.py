@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -106,6 +107,7 @@ def main() -> None:
         print("this CPU has no bfloat16 instructions: openvino-bf16 left out", file=sys.stderr)
         runtimes.pop("openvino-bf16")
 
+    load_before = os.getloadavg()[0]  # other jobs on these cores move every figure; recorded beside them
     pipes, load_s = {}, {}
     for name, (backend, precision) in runtimes.items():
         start = time.perf_counter()
@@ -143,6 +145,7 @@ def main() -> None:
                 "threads": pipes["openvino-f32"].backend.compiled.get_property("INFERENCE_NUM_THREADS")},
         "versions": {"python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
                      "openvino": openvino.get_version(), "numpy": np.__version__, "distilbert": _git_revision()},
+        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
         "model": str(export), "text": CARD, "calls": args.calls,
         "latency_median_ms": median,
         "ratio_to_onnxruntime_fp32": {name: m / median["onnxruntime-fp32"] for name, m in median.items()},
@@ -151,7 +154,8 @@ def main() -> None:
         "openvino_model_cache": model_cache(export),
     }
     (ROOT / "benchmarks" / "results-openvino.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"card fill-mask latency, median of {args.calls} ({result['cpu']['threads']} threads, {_cpu_model()}):")
+    print(f"card fill-mask latency, median of {args.calls} ({result['cpu']['threads']} threads, {_cpu_model()}, "
+          f"load average {load_before:.1f}):")
     for name, m in median.items():
         line = f"  {name:18} {m:7.2f} ms  x{result['ratio_to_onnxruntime_fp32'][name]:.2f}"
         if name in agreement:
