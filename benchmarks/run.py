@@ -36,17 +36,20 @@ WORKER = ROOT / "benchmarks" / "worker.py"
 PEERS = {
     "ours-onnx-fp32": (OURS, "exact"),
     "ours-torch-fp32": (OURS, "exact"),
+    "ours-openvino-fp32": (OURS, "exact"),
     "ours-onnx-int8": (OURS, "fast"),
     "ours-onnx-fp16": (OURS, "fast"),
     "ours-onnx-q4": (OURS, "fast"),
     "ours-onnx-q4f16": (OURS, "fast"),
     "ours-torch-bf16": (OURS, "fast"),
+    "ours-openvino-bf16": (OURS, "fast"),
     "transformers": (OURS, "peer"),
     "optimum": (PEERS_PY, "peer"),
     "st-torch": (PEERS_PY, "peer"),
     "st-onnx": (PEERS_PY, "peer"),
 }
 FILL_MASK_PEERS = [p for p in PEERS if not p.startswith("st-")]
+DRIFT_PEERS = [p for p in PEERS if p.startswith("ours-") and p != "ours-onnx-fp32"]  # each against ours-onnx-fp32
 
 
 def prepare(n_texts: int) -> None:
@@ -172,7 +175,7 @@ def throughput(results: dict, peers: list[str]) -> None:
                                "real_tokens_per_s": tok_counts.sum() / out["seconds"]}
         print(f"  W2 {peer}: {out['seconds']:.1f} s, {results['W2'][peer]['texts_per_s']:.1f} texts/s")
     exact = np.load(CACHE / "embeddings-ours-onnx-fp32.npy")
-    for peer in ("ours-torch-fp32", "ours-onnx-int8", "ours-onnx-fp16", "ours-onnx-q4", "ours-onnx-q4f16", "ours-torch-bf16"):
+    for peer in DRIFT_PEERS:
         if peer not in results["W2"]:
             continue
         other = np.load(CACHE / f"embeddings-{peer}.npy")
@@ -202,7 +205,7 @@ def cold(results: dict, peers: list[str], repeats: int = 3) -> None:
 def agreement(results: dict) -> None:
     """Fast modes against exact on W1's texts: top-1 and top-5 agreement."""
     exact = results["W1"]["ours-onnx-fp32"]["top5"]
-    for peer in ("ours-onnx-int8", "ours-onnx-fp16", "ours-onnx-q4", "ours-onnx-q4f16", "ours-torch-bf16", "ours-torch-fp32"):
+    for peer in DRIFT_PEERS:
         if peer in results["W1"]:
             fast = results["W1"][peer]["top5"]
             results["W1"][peer]["top1_agreement"] = float(np.mean([exact[n][0] == fast[n][0] for n in exact]))

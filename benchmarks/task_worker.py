@@ -1,7 +1,7 @@
 """One peer, one downstream workload, in a process of its own: prints one JSON line (timings and answers).
 
 usage: task_worker.py PEER WORKLOAD CACHE_DIR
-  PEER: ours-onnx-fp32 | ours-onnx-int8 | ours-torch-fp32 | transformers | optimum
+  PEER: ours-onnx-fp32 | ours-onnx-int8 | ours-torch-fp32 | ours-openvino-fp32 | ours-openvino-bf16 | transformers | optimum
   WORKLOAD: W5 (classification throughput) | W6 (question answering latency) | W7 (NER throughput)
 """
 
@@ -23,7 +23,7 @@ def make(peer: str, workload: str, cache: Path):
         import distilbert
 
         _, backend, precision = peer.split("-")
-        model = cache / (f"ours-{name}" if backend == "onnx" else f"hf-{name}")
+        model = cache / (f"ours-{name}" if backend in ("onnx", "openvino") else f"hf-{name}")
         p = distilbert.pipeline(task, model=model, backend=backend, precision=precision, batch_size=BATCH)
     else:
         # DistilBERT's own tokenizer class: with the saved BertTokenizer, transformers 4.57's question-answering

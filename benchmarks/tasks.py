@@ -35,8 +35,8 @@ HEADS = {"W5": ("DistilBertForSequenceClassification", "cls"), "W6": ("DistilBer
          "W7": ("DistilBertForTokenClassification", "ner")}
 CONLL_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
 # peer -> its python; transformers 5 has no question-answering pipeline, so W6's transformers is 4.57 (Optimum's)
-PEERS = {"ours-onnx-fp32": OURS, "ours-onnx-int8": OURS, "ours-torch-fp32": OURS, "transformers": OURS,
-         "optimum": PEERS_PY}
+PEERS = {"ours-onnx-fp32": OURS, "ours-onnx-int8": OURS, "ours-torch-fp32": OURS, "ours-openvino-fp32": OURS,
+         "ours-openvino-bf16": OURS, "transformers": OURS, "optimum": PEERS_PY}
 
 
 def prepare(n_texts: int) -> None:

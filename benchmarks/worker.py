@@ -1,7 +1,7 @@
 """One peer, one workload, in a process of its own: prints one JSON line.
 
 usage: worker.py PEER WORKLOAD CACHE_DIR
-  PEER: ours-onnx-fp32 | ours-torch-fp32 | ours-onnx-int8 | ours-torch-bf16 | ours-keras-fp32 | ours-keras-xla |
+  PEER: ours-BACKEND-PRECISION (ours-onnx-fp32, ours-torch-bf16, ours-openvino-bf16, ...) | ours-keras-xla |
         transformers | optimum | st-torch | st-onnx
   WORKLOAD: latency (W1) | throughput (W2) | cold (W3/W4: from nothing to the first fill-mask result)
 Peers import only what they use, so a cold start measures the peer's own imports.
@@ -31,7 +31,8 @@ def ours(task: str, peer: str, cache: Path, **kwargs):
         engine = KerasBackend.load(cache / "hf", task, jit_compile=True)
         tokenizer = Tokenizer.from_pretrained(engine.folder, config=engine.config)
         return TASKS[task].pipeline_class()(engine, tokenizer, **kwargs)
-    model = cache / (("ours-fill-mask" if task == "fill-mask" else "ours-features") if backend == "onnx" else "hf")
+    # the ONNX runtimes read our export (openvino: its fp32 graph, fused as ONNX Runtime runs it); the others the checkpoint
+    model = cache / (("ours-fill-mask" if task == "fill-mask" else "ours-features") if backend in ("onnx", "openvino") else "hf")
     return distilbert.pipeline(task, model=model, backend=backend, precision=precision, **kwargs)
 
 

@@ -18,11 +18,19 @@ ONNX_FILES = {
 }
 # transformers.js's and Optimum's names for ours
 ALIASES = {"q8": "int8", "quantized": "int8", "float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
-# What each backend runs. bf16: PyTorch with its weights held in bfloat16.
+# What each backend runs. bf16: PyTorch with its weights held in bfloat16, or OpenVINO's bfloat16 inference.
 SUPPORTED = {
     "torch": ("fp32", "bf16"),
     "onnx": tuple(ONNX_FILES),
     "keras": ("fp32",),
+    "openvino": ("fp32", "bf16"),
+}
+# The backends that run ONNX graphs, and the graph each reads for a precision: ONNX Runtime the precision's own,
+# OpenVINO the fp32 graph, which it compiles at the precision asked (its reader lacks the int8 graph's
+# QAttention and QEmbedLayerNormalization, so int8 stays ONNX Runtime's).
+GRAPHS = {
+    "onnx": {p: p for p in ONNX_FILES},
+    "openvino": {"fp32": "fp32", "bf16": "fp32"},
 }
 PRECISIONS = ("fp32", "int8", "fp16", "q4", "q4f16", "bf16")
 EXACT = "fp32"
@@ -44,7 +52,8 @@ def parse_list(text: str | list[str] | tuple[str, ...]) -> list[str]:
     items = text.split(",") if isinstance(text, str) else list(text)
     names = {canonical(item.strip()) for item in items if item and item.strip()} | {EXACT}
     if "bf16" in names:
-        raise UserError("bf16 is not an ONNX export precision (it runs on PyTorch); export fp16 for a float16 graph")
+        raise UserError("bf16 is not an ONNX export precision (PyTorch runs it, or OpenVINO from the fp32 graph); "
+                        "export fp16 for a float16 graph")
     return [name for name in ONNX_FILES if name in names]
 
 
@@ -54,3 +63,9 @@ def onnx_file(precision: str) -> str:
 
 def backends_for(precision: str) -> list[str]:
     return [backend for backend, names in SUPPORTED.items() if precision in names]
+
+
+def graph_for(backend: str | None, precision: str) -> str | None:
+    """The precision of the ONNX graph `backend` reads to run `precision` (None for torch and keras, which read
+    PyTorch weights; a backend not yet chosen reads the precision's own graph, as ONNX Runtime does)."""
+    return GRAPHS.get(backend or "onnx", {}).get(canonical(precision))

@@ -358,7 +358,7 @@ def _prepare_model(model: str, task: str, backend: str | None, precision: str) -
 
     choice, folder = locate(model, backend, precision, task=tasks.get(task).name)
     if choice.export or choice.cached:
-        folder = cached_export(folder, tasks.get(task).name, choice.precision, create=True)
+        folder = cached_export(folder, tasks.get(task).name, choice.graph, create=True)
     return str(folder)
 
 

@@ -31,8 +31,8 @@ def kind(backend):
 def test_backend_choices(mlm_checkpoint, exported, cache):
     source, _ = mlm_checkpoint
     out, _, _ = exported("distilbert", "ForMaskedLM", quantize="int8")
-    assert BACKENDS == ("torch", "onnx", "keras")
-    with pytest.raises(UserError, match="unknown backend 'tensorflow'; expected one of torch, onnx, keras"):
+    assert BACKENDS == ("torch", "onnx", "keras", "openvino")
+    with pytest.raises(UserError, match="unknown backend 'tensorflow'; expected one of torch, onnx, keras, openvino"):
         load_backend(source, backend="tensorflow")
     assert kind(load_backend(source, backend="torch")) == "TorchBackend"
     assert kind(load_backend(out, backend="onnx")) == "OnnxBackend"
@@ -221,11 +221,13 @@ print(json.dumps([usable_cores(), backend.session.get_session_options().intra_op
 def test_choose_over_every_combination():
     """The one pure choice, over every backend asked (or none), precision, install and set of files: what it
     picks can run the precision, a named backend is honoured, PyTorch is never picked where it is missing, an
-    export is planned only where a PyTorch checkpoint and PyTorch are at hand, and each refusal is one line."""
+    export is planned only where a PyTorch checkpoint and PyTorch are at hand and only of the graph the chosen
+    backend reads (OpenVINO: the fp32 graph, for bf16 too), OpenVINO is never picked unless named, and each
+    refusal is one line."""
     import itertools
 
     from distilbert.backends.choice import choose
-    from distilbert.precisions import PRECISIONS, SUPPORTED
+    from distilbert.precisions import GRAPHS, PRECISIONS, SUPPORTED
 
     graph_sets = [(), ("fp32",), ("fp32", "int8"), tuple(p for p in PRECISIONS if p in SUPPORTED["onnx"])]
     seen = 0
@@ -249,12 +251,19 @@ def test_choose_over_every_combination():
         assert precision in SUPPORTED[c.backend] and c.precision == precision
         assert backend is None or c.backend == backend
         assert c.backend != "torch" or installed
-        assert not c.export or (weights and installed and c.backend == "onnx" and precision not in graphs)
-        assert not c.cached or precision in cached
-        if c.backend == "onnx" and precision not in graphs and not c.cached:  # nothing to run but an export
+        graph = GRAPHS[c.backend][precision] if c.backend in GRAPHS else None
+        assert c.graph == graph and (graph is None or graph in SUPPORTED["onnx"])
+        assert not c.export or (weights and installed and graph is not None and graph not in graphs)
+        assert not c.cached or (graph is not None and graph in cached)
+        assert not (c.export and c.cached)
+        if graph is not None and graph not in graphs and not c.cached:  # nothing to run but an export
             assert c.export or not (weights and installed)
+        if c.backend == "openvino":
+            assert graph == "fp32"
         if compile:
             assert c.backend == "torch"
+        if backend is None:
+            assert c.backend != "openvino"  # opt-in
         if backend is None and not compile:
             if precision == "bf16":
                 assert c.backend == "torch"

@@ -11,15 +11,12 @@ at those positions only, as an (N, vocab) array in row order.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from ..config import Config
-from ..errors import UserError
-
 from ..precisions import PRECISIONS, canonical  # noqa: F401  (PRECISIONS: re-exported for the CLI's choices)
 from .choice import BACKENDS, Choice, choose, locate  # noqa: F401  (re-exported)
 
@@ -40,8 +37,7 @@ class Backend(Protocol):
 
 def load_backend(model: str | Path, task: str | None = None, backend: str | None = None, **options) -> Backend:
     """Open `model` (a folder or hub id) with the named backend, or the natural one for it (choice.choose says
-    which); the onnx backend on a PyTorch checkpoint exports it once into the cache (export_cache.py)."""
-    from .choice import locate
+    which); the onnx and openvino backends on a PyTorch checkpoint export it once into the cache (export_cache.py)."""
     from .export_cache import cached_export
 
     options["precision"] = canonical(options.get("precision"))
@@ -52,7 +48,9 @@ def load_backend(model: str | Path, task: str | None = None, backend: str | None
     if choice.backend == "keras":  # TensorFlow is an optional extra and slow to import: only when asked for
         return _keras(model, task, options)
     if choice.export or choice.cached:
-        folder = cached_export(folder, task, choice.precision, create=True)
+        folder = cached_export(folder, task, choice.graph, create=True)
+    if choice.backend == "openvino":  # an optional extra: only when asked for
+        return _openvino(folder, task, options)
     return _onnx(folder, task, options)
 
 
@@ -60,6 +58,12 @@ def _onnx(folder, task, options):
     from .onnx import OnnxBackend
 
     return OnnxBackend.load(folder, task, **options)
+
+
+def _openvino(folder, task, options):
+    from .openvino import OpenVinoBackend
+
+    return OpenVinoBackend.load(folder, task, **options)
 
 
 def _keras(model, task, options):

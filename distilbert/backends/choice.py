@@ -3,7 +3,8 @@
 `choose` decides from facts alone (the backend and precision asked for, whether PyTorch is installed, whether
 the folder holds PyTorch weights, which ONNX graphs it has, which are cached); `locate` learns those facts for
 a folder or hub id, downloading no more than the choice needs. Every entry point (pipelines, the server, Ray,
-evaluate, bias, attention) goes through them. What each backend runs is precisions.SUPPORTED.
+evaluate, bias, attention) goes through them. What each backend runs is precisions.SUPPORTED; which ONNX graph
+the backends that read graphs (onnx, openvino) need for it is precisions.GRAPHS.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from ..precisions import SUPPORTED, backends_for, canonical
+from ..precisions import GRAPHS, SUPPORTED, backends_for, canonical, graph_for
 
 BACKENDS = tuple(SUPPORTED)
-NEEDS_TORCH = ("torch",)
+NEEDS_TORCH = ("torch",)  # backends that run PyTorch weights in this process (keras reads them without torch)
 RUNTIMES = {"torch": "PyTorch (the torch backend)", "onnx": "ONNX Runtime (the onnx backend)",
-            "keras": "Keras on TensorFlow (the keras backend)"}  # backends that run PyTorch weights in this process (keras reads them without torch)
+            "keras": "Keras on TensorFlow (the keras backend)", "openvino": "OpenVINO (the openvino backend)"}
 
 
 def torch_available() -> bool:
@@ -37,6 +38,11 @@ class Choice:
     export: bool = False  # a PyTorch checkpoint to export to ONNX (once, into the cache) before running
     cached: bool = False  # its cached export already has the graph
 
+    @property
+    def graph(self) -> str | None:
+        """The precision of the ONNX graph the backend reads (None: it reads PyTorch weights)."""
+        return graph_for(self.backend, self.precision) if self.backend in GRAPHS else None
+
 
 def choose(backend: str | None, precision: str | None, *, torch_installed: bool, torch_weights: bool,
            graphs: Collection[str] = (), cached: Collection[str] = (), compile: bool = False) -> Choice:
@@ -44,7 +50,8 @@ def choose(backend: str | None, precision: str | None, *, torch_installed: bool,
 
     Natural (backend None): PyTorch for fp32 and bf16 on a PyTorch checkpoint, or its cached ONNX export where
     one exists (unless compile, which is PyTorch's); ONNX Runtime for a folder of graphs alone, for the ONNX
-    precisions, and wherever PyTorch is not installed.
+    precisions, and wherever PyTorch is not installed. OpenVINO only when named. A backend that reads ONNX graphs
+    (onnx, openvino) runs a checkpoint from its export: cached, or made once (PyTorch exports it).
     """
     if backend is not None and backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
@@ -71,16 +78,17 @@ def choose(backend: str | None, precision: str | None, *, torch_installed: bool,
         if not torch_installed:
             raise UserError(f"the torch backend{' (for bf16)' if precision == 'bf16' else ''} needs PyTorch: install "
                             "the torch extra (pip install 'distilbert[torch]'), or export the model to ONNX and use "
-                            "the onnx backend")
+                            f"the {'openvino' if precision == 'bf16' else 'onnx'} backend")
         if not torch_weights and graphs:
             raise UserError(f"this model holds ONNX graphs ({', '.join(graphs)}) and no PyTorch weights, so "
                             f"{precision} on PyTorch cannot run it; choose one of the precisions it has")
         return Choice("torch", precision)
-    if backend == "onnx" and precision not in graphs:
-        if precision in cached:
-            return Choice("onnx", precision, cached=True)
+    graph = graph_for(backend, precision) if backend in GRAPHS else None
+    if graph is not None and graph not in graphs:  # the checkpoint's export: cached, or to be made
+        if graph in cached:
+            return Choice(backend, precision, cached=True)
         if torch_weights and torch_installed:
-            return Choice("onnx", precision, export=True)
+            return Choice(backend, precision, export=True)
     return Choice(backend, precision)
 
 
@@ -93,8 +101,11 @@ def locate(model: str | Path, backend: str | None = None, precision: str | None 
 
     precision = canonical(precision)
     torch_installed = torch_available()
-    choose(backend, precision, torch_installed=True, torch_weights=True, compile=compile and backend is not None)
-    # (that refused a bad backend, precision or compile before anything is downloaded)
+    choose(backend, precision, torch_installed=torch_installed, torch_weights=True,
+           compile=compile and backend is not None)
+    # (that refused a bad backend, precision or compile, or PyTorch's precision without PyTorch, before anything
+    # is downloaded)
+    graph = graph_for(backend, precision)  # the ONNX graph to fetch, if one is read
     if Path(model).expanduser().is_dir():  # a local folder: every fact at hand
         folder = hub.resolve(model)
         weights, graphs = hub.has_torch_weights(folder), hub.onnx_precisions(folder)
@@ -102,12 +113,12 @@ def locate(model: str | Path, backend: str | None = None, precision: str | None 
         folder = hub.resolve(model, need="torch")
         weights, graphs = hub.has_torch_weights(folder), []
         if not weights and backend is None:  # a repository of ONNX graphs alone
-            folder = hub.resolve(model, need="onnx", precision=precision)
+            folder = hub.resolve(model, need="onnx", precision=graph)
             graphs = hub.onnx_precisions(folder)
-    else:  # the onnx backend or an ONNX precision: the one graph; the weights only if it must be exported
-        folder = hub.resolve(model, need="onnx", precision=precision)
+    else:  # the onnx or openvino backend, or an ONNX precision: the one graph; the weights only if it must be exported
+        folder = hub.resolve(model, need="onnx", precision=graph)
         weights, graphs = hub.has_torch_weights(folder), hub.onnx_precisions(folder)
-        if precision not in graphs and torch_installed and not weights:
+        if graph not in graphs and torch_installed and not weights:
             source = hub.resolve(model, need="torch")
             if hub.has_torch_weights(source):
                 folder, weights = source, True

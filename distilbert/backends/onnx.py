@@ -75,12 +75,13 @@ class OnnxBackend:
     def load(cls, model, task: str | None = None, threads: int | None = None, precision: str = "fp32",
              file: str | Path | None = None) -> OnnxBackend:
         """An exported folder (or hub repository with model.onnx in its root or onnx/), or one graph `file`."""
-        from .. import hub, precisions, tasks
+        from .. import hub, precisions
 
         precision = precisions.canonical(precision)
         if precision not in precisions.SUPPORTED["onnx"]:
             raise UserError(f"precision {precision!r} is not available with the onnx backend "
-                            f"({', '.join(precisions.SUPPORTED['onnx'])}); bf16 runs on the torch backend")
+                            f"({', '.join(precisions.SUPPORTED['onnx'])}); {precision} runs on the "
+                            f"{' or '.join(precisions.backends_for(precision))} backend")
         folder = hub.resolve(model, need="onnx", precision=precision)
         path = Path(file) if file is not None else hub.locate_onnx(folder, precision)
         if path is None:
@@ -91,25 +92,38 @@ class OnnxBackend:
         config = Config.from_file(folder / "config.json")
         session = open_session(path, threads)
         outputs = {o.name: o.shape for o in session.get_outputs()}
-        natural = tasks.infer(config, outputs=outputs)
-        if task is not None and tasks.get(task).name != natural:  # an ONNX graph has one head baked in
-            wanted = tasks.get(task).name
-            raise UserError(f"{path} was exported for {natural} (outputs {', '.join(outputs)}), not {wanted}; run it "
-                            f"as {natural}, or export the checkpoint again with --task {wanted} if it has that head")
-        return cls(session, config, natural, folder, path)
+        return cls(session, config, graph_task(config, outputs, path, task), folder, path)
 
     def run(self, input_ids, attention_mask, token_type_ids=None, logits_at=None) -> dict[str, np.ndarray]:
-        feed = {"input_ids": np.asarray(input_ids, dtype=np.int64), "attention_mask": np.asarray(attention_mask, dtype=np.int64)}
-        if "token_type_ids" in self.input_names:
-            feed["token_type_ids"] = (np.zeros_like(feed["input_ids"]) if token_type_ids is None
-                                      else np.asarray(token_type_ids, dtype=np.int64))
-        feed = {k: v for k, v in feed.items() if k in self.input_names}
+        feed = feed_of(self.input_names, input_ids, attention_mask, token_type_ids)
         if logits_at is not None and self.mask_token_id is not None and np.array_equal(logits_at, feed["input_ids"] == self.mask_token_id):
             return {"logits": logits_at_mask(self.session, feed)}
         out = dict(zip(self.output_names, self.session.run(self.output_names, feed)))
         if logits_at is not None and "logits" in out:
             out["logits"] = out["logits"][np.asarray(logits_at, dtype=bool)]  # (N, vocab)
         return out
+
+
+def graph_task(config: Config, outputs: dict[str, list], path: Path, task: str | None) -> str:
+    """The task a graph was exported for, from its config and its outputs' names and shapes; a one-line error
+    when `task` (if given) is another (an ONNX graph has one head baked in)."""
+    from .. import tasks
+
+    natural = tasks.infer(config, outputs=outputs)
+    if task is not None and tasks.get(task).name != natural:
+        wanted = tasks.get(task).name
+        raise UserError(f"{path} was exported for {natural} (outputs {', '.join(outputs)}), not {wanted}; run it "
+                        f"as {natural}, or export the checkpoint again with --task {wanted} if it has that head")
+    return natural
+
+
+def feed_of(input_names: list[str], input_ids, attention_mask, token_type_ids=None) -> dict[str, np.ndarray]:
+    """The graph's inputs as int64 arrays: token types (zeros where not given) only if it takes them."""
+    feed = {"input_ids": np.asarray(input_ids, dtype=np.int64), "attention_mask": np.asarray(attention_mask, dtype=np.int64)}
+    if "token_type_ids" in input_names:
+        feed["token_type_ids"] = (np.zeros_like(feed["input_ids"]) if token_type_ids is None
+                                  else np.asarray(token_type_ids, dtype=np.int64))
+    return {k: v for k, v in feed.items() if k in input_names}
 
 
 def narrows_to_mask(session) -> bool:

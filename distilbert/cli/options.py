@@ -49,11 +49,11 @@ OPTIONS: dict[str, Option] = {o.flags[0]: o for o in (
     option("model", help="model folder or hub id"),
     option("--model", "-m", help="model folder or hub id"),
     option("--backend", choices=BACKENDS,
-           help="runtime; keras runs on TensorFlow, the tf extra (default: onnx for an exported folder or a cached "
-                "export, else torch)"),
+           help="runtime; keras runs on TensorFlow, the tf extra; openvino runs the ONNX export on OpenVINO, the "
+                "openvino extra (default: onnx for an exported folder or a cached export, else torch)"),
     option("--precision", choices=(*PRECISIONS, *ALIASES),
            help="fp32 exact; int8 (q8), fp16, q4 and q4f16 run the folder's onnx/model_<precision>.onnx; bf16 holds "
-                "torch weights in bfloat16"),
+                "torch weights in bfloat16, or runs OpenVINO in bfloat16 (--backend openvino)"),
     option("--threads", type=positive, help="compute threads (default: the cores this process may use)"),
     option("--task", choices=tuple(TASKS), help="default: the head the checkpoint was saved with"),
     option("--tokenizer", help="model folder or hub id whose tokenizer to use"),

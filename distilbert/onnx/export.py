@@ -7,7 +7,6 @@ that a batch gives what its rows give one by one.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import warnings

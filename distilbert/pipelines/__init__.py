@@ -22,11 +22,12 @@ def pipeline(
 ) -> Pipeline:
     """A ready pipeline for `task` (or an alias: "sentiment-analysis", "ner") on `model`, a folder or hub id.
 
-    backend: "torch", "onnx" or "keras" (Keras 3 on TensorFlow, the tf extra; only when named). By default
-    ONNX Runtime for an exported folder, or where a cached export of the checkpoint exists (see
-    backends.export_cache), else PyTorch. backend="onnx" on a PyTorch checkpoint
-    exports it once, validated, into that cache.
-    precision: "fp32" (exact, the default), "int8" (onnx: model_quantized.onnx) or "bf16" (torch, bfloat16 weights).
+    backend: "torch", "onnx", "keras" (Keras 3 on TensorFlow, the tf extra; only when named) or "openvino"
+    (the ONNX export on OpenVINO, the openvino extra; only when named). By default ONNX Runtime for an exported
+    folder, or where a cached export of the checkpoint exists (see backends.export_cache), else PyTorch.
+    backend="onnx" or "openvino" on a PyTorch checkpoint exports it once, validated, into that cache.
+    precision: "fp32" (exact, the default), "int8" (onnx: model_quantized.onnx; fp16, q4 and q4f16 likewise) or
+    "bf16" (torch: bfloat16 weights; openvino: its bfloat16 inference, on CPUs with bfloat16 instructions).
     compile: torch only: torch.compile the network at load (20-40 s; then 5% faster in fp32, 13% in bf16 on a CPU).
     options go to the pipeline (feature-extraction: pooling, normalize; token-classification:
     aggregation_strategy, ignore_labels, stride).
