@@ -195,7 +195,7 @@ def test_choice_and_bad_input(tmp_path, exported, mlm_checkpoint):
     choice, folder = locate(source, "openvino", "bf16", task="fill-mask")  # a checkpoint: its fp32 graph exported
     assert choice == Choice("openvino", "bf16", export=True) and choice.graph == "fp32" and folder == source
     with pytest.raises(UserError, match=r"precision 'int8' is not available with the openvino backend \(it runs "
-                                        r"fp32, bf16\); int8 runs on onnx"):
+                                        r"fp32, bf16\); int8 runs on ONNX Runtime \(the onnx backend\)"):
         load_backend(out, backend="openvino", precision="int8")
     with pytest.raises(UserError, match="precision 'q4' is not available with the openvino backend"):
         OpenVinoBackend.load(out, precision="q4")
