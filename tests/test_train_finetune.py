@@ -108,7 +108,7 @@ def test_text_classification_end_to_end(tmp_path, setup):
     assert cli("plot-run", out).stdout.startswith("wrote")
     assert (out / "losses.png").read_bytes()[:4] == b"\x89PNG"
     cli("export", out, tmp_path / "onnx")
-    assert (tmp_path / "onnx" / "model.onnx").is_file()
+    assert (tmp_path / "onnx" / "onnx" / "model.onnx").is_file()  # the hub layout: graphs under onnx/
     # the pipelines score the export as training scored the model
     scored = json.loads(cli("evaluate", tmp_path / "onnx", "--glue", "sst2", "--data", setup / "dev.tsv", "--json").stdout)
     assert scored["accuracy"] == pytest.approx(results["best"]["accuracy"])
