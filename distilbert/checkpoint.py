@@ -17,7 +17,7 @@ import numpy as np
 
 from . import tasks
 from .config import Config
-from .errors import UserError
+from .errors import MissingHead, UserError
 from .hub import TORCH_WEIGHT_FILES, resolve
 from .keymaps import HEAD_KEYS, IGNORED_KEYS, to_hf_keys, to_our_keys
 
@@ -246,7 +246,10 @@ def check_keys(state: dict[str, Any], expected: dict[str, tuple[int, ...]], orig
     if misshaped:
         problems.append(f"mis-shaped keys (checkpoint vs config.json): {', '.join(misshaped)}")
     if problems:
-        raise UserError(f"{folder} does not match its config.json for {task}: " + "; ".join(problems))
+        message = f"{folder} does not match its config.json for {task}: " + "; ".join(problems)
+        if missing and all(HEAD_KEYS.match(k) for k in missing):  # the task's head is what the weights lack
+            raise MissingHead(message, natural, task)
+        raise UserError(message)
     return fresh
 
 

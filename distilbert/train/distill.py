@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import MissingHead, UserError
 from .checkpointing import CHECKPOINT
 from .data import Batching, TokenShards, collate, epoch_batches
 from .recipe import Recipe
@@ -154,10 +154,8 @@ def _load_student(model: str, data: TokenShards):
 
     try:
         net, config, folder = load(model, task="fill-mask")
-    except UserError as e:
-        if _lacks_mlm_head(e):
-            raise UserError(f"{model} has no masked-LM head; train a ...ForMaskedLM checkpoint (see init-student)") from None
-        raise
+    except MissingHead:
+        raise UserError(f"{model} has no masked-LM head; train a ...ForMaskedLM checkpoint (see init-student)") from None
     tokenizer = Tokenizer.from_pretrained(data.folder / "tokenizer")
     used = np.flatnonzero(data.counts())
     if used.size and used[-1] >= config.vocab_size:
@@ -171,10 +169,8 @@ def _load_teacher(recipe: Recipe, student_config):
 
     try:
         teacher, config, _ = load(recipe.teacher, task="fill-mask")
-    except UserError as e:
-        if _lacks_mlm_head(e):
-            raise UserError(f"teacher {recipe.teacher} has no masked-LM head; a teacher must be a ...ForMaskedLM checkpoint") from None
-        raise
+    except MissingHead:
+        raise UserError(f"teacher {recipe.teacher} has no masked-LM head; a teacher must be a ...ForMaskedLM checkpoint") from None
     if config.vocab_size != student_config.vocab_size:
         raise UserError(f"the student's vocabulary ({student_config.vocab_size}) differs from the teacher's "
                         f"({config.vocab_size}); distillation compares distributions over one vocabulary")
@@ -189,7 +185,3 @@ def _save_final(student, out: Path, tokenizer) -> None:
 
     save(student.eval(), out, "fill-mask", tokenizer)
 
-
-def _lacks_mlm_head(error: UserError) -> bool:
-    """load()'s error for a checkpoint without a masked-LM head (saved with another head, or none)."""
-    return "missing keys: vocab" in str(error) or "not a fill-mask head" in str(error)
