@@ -278,12 +278,20 @@ def save(net: _WithEncoder, folder: str | os.PathLike, task: str, tokenizer: Any
         config.save(staging / "config.json")
         if tokenizer is not None:
             tokenizer.save(staging)
-        (folder / "config.json").unlink(missing_ok=True)  # from here until the last rename, no model at all
-        for stale in TORCH_WEIGHT_FILES:  # older weights in another format would be read before ours
-            if stale != "model.safetensors":
-                (folder / stale).unlink(missing_ok=True)
-        for item in sorted(staging.iterdir(), key=lambda p: p.name == "config.json"):  # config.json last
-            os.replace(item, folder / item.name)
+        install(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def install(source: Path, folder: Path) -> None:
+    """Move a complete model's files from `source` into `folder` (on one file system), with `save`'s guarantee:
+    the old config.json is removed first, then older weights in another format (they would be read before
+    ours), then every file is renamed in, config.json last. Stopped anywhere, `folder` holds the old model
+    whole, the new one whole, or no config.json; run again on what is left in `source`, it finishes the move."""
+    (folder / "config.json").unlink(missing_ok=True)  # from here until the last rename, no model at all
+    for stale in TORCH_WEIGHT_FILES:
+        if stale != "model.safetensors":
+            (folder / stale).unlink(missing_ok=True)
+    for item in sorted(source.iterdir(), key=lambda p: p.name == "config.json"):  # config.json last
+        os.replace(item, folder / item.name)

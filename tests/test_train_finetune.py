@@ -276,6 +276,54 @@ def test_bad_input(tmp_path, setup):
     assert not (tmp_path / "d" / "config.json").exists()
 
 
+OLD_MODEL = {"config.json": "old", "model.safetensors": "old", "pytorch_model.bin": "old", "vocab.txt": "old"}
+NEW_MODEL = {"config.json": "new", "model.safetensors": "new", "vocab.txt": "new", "tokenizer.json": "new"}
+
+
+@pytest.mark.parametrize("cut", range(len(NEW_MODEL) + 1))
+def test_the_best_model_never_lands_beside_an_old_config(tmp_path, monkeypatch, cut):
+    """--overwrite over a finished model: the move of the best model into --out, stopped at each of its renames
+    (a full disk, a kill), leaves the old model, the new one, or no config.json, never new weights beside the
+    old config.json; run again (as a resumed run does), it finishes the move."""
+    from distilbert.train.finetune import BEST, finish_output
+
+    out = tmp_path / "out"
+    (out / BEST).mkdir(parents=True)
+    for name, version in OLD_MODEL.items():
+        (out / name).write_text(version)
+    for name, version in NEW_MODEL.items():
+        (out / BEST / name).write_text(version)
+
+    def one_model():
+        """A config.json is read with the files beside it: all of one version (the stale .bin only with the old)."""
+        if (out / "config.json").exists():
+            version = (out / "config.json").read_text()
+            beside = {p.name: p.read_text() for p in out.iterdir() if p.name in {*OLD_MODEL, *NEW_MODEL}}
+            assert set(beside.values()) == {version}, beside
+
+    real, renames = os.replace, []
+
+    def replace(source, target):
+        one_model()
+        if len(renames) == cut:
+            raise OSError(28, "No space left on device")
+        renames.append(target)
+        real(source, target)
+        one_model()
+
+    monkeypatch.setattr(os, "replace", replace)
+    best = {"step": 1, "accuracy": 0.5}
+    if cut < len(NEW_MODEL):
+        with pytest.raises(OSError):
+            finish_output(out, None, best, [best], "accuracy")
+        one_model()
+        assert not (out / "config.json").exists()  # stopped inside the move: no model rather than a mixed one
+    cut = -1
+    finish_output(out, None, best, [best], "accuracy")
+    assert {p.name: p.read_text() for p in out.iterdir() if p.name != "eval_results.json"} == NEW_MODEL
+    assert renames[-1] == out / "config.json"
+
+
 def test_glue_command_fine_tunes_every_task_found(tmp_path, setup):
     glue = tmp_path / "glue"
     (glue / "SST-2").mkdir(parents=True)

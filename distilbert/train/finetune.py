@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -584,14 +583,17 @@ def save_model(net, folder: Path, task: str, tokenizer) -> None:
 
 
 def finish_output(out: Path, recipe: FinetuneRecipe, best: dict | None, history: list[dict], metric: str) -> None:
-    """The best model's files moved into the output folder (config.json last: a folder with config.json is a
-    finished model), beside eval_results.json."""
+    """The best model's files moved into the output folder, beside eval_results.json, by checkpoint.install:
+    an old model there (--overwrite) loses its config.json first and the new config.json goes in last, so
+    stopped anywhere the folder holds the old model, the new one, or no config.json (no model); a resumed
+    run finishes the move."""
+    from ..checkpoint import install
+
     if best is None:
         raise UserError("the run ended before its first evaluation; nothing to keep")
     (out / RESULTS).write_text(json.dumps({"metric": metric, "best": best, "history": history}, indent=2) + "\n")
     source = out / BEST
     if not source.is_dir():  # a resumed run that had already finished
         return
-    for item in sorted(source.iterdir(), key=lambda p: p.name == "config.json"):
-        os.replace(item, out / item.name)
+    install(source, out)
     source.rmdir()
