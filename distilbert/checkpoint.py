@@ -17,7 +17,7 @@ import numpy as np
 
 from . import tasks
 from .config import Config
-from .errors import UserError
+from .errors import MissingHead, UserError
 from .hub import TORCH_WEIGHT_FILES, resolve
 from .keymaps import HEAD_KEYS, IGNORED_KEYS, to_hf_keys, to_our_keys
 
@@ -241,7 +241,10 @@ def check_keys(state: dict[str, Any], expected: dict[str, tuple[int, ...]], orig
     if misshaped:
         problems.append(f"mis-shaped keys (checkpoint vs config.json): {', '.join(misshaped)}")
     if problems:
-        raise UserError(f"{folder} does not match its config.json for {task}: " + "; ".join(problems))
+        message = f"{folder} does not match its config.json for {task}: " + "; ".join(problems)
+        if missing and all(HEAD_KEYS.match(k) for k in missing):  # the task's head is what the weights lack
+            raise MissingHead(message, natural, task)
+        raise UserError(message)
     return fresh
 
 
@@ -270,12 +273,20 @@ def save(net: _WithEncoder, folder: str | os.PathLike, task: str, tokenizer: Any
         config.save(staging / "config.json")
         if tokenizer is not None:
             tokenizer.save(staging)
-        (folder / "config.json").unlink(missing_ok=True)  # from here until the last rename, no model at all
-        for stale in TORCH_WEIGHT_FILES:  # older weights in another format would be read before ours
-            if stale != "model.safetensors":
-                (folder / stale).unlink(missing_ok=True)
-        for item in sorted(staging.iterdir(), key=lambda p: p.name == "config.json"):  # config.json last
-            os.replace(item, folder / item.name)
+        install(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def install(source: Path, folder: Path) -> None:
+    """Move a complete model's files from `source` into `folder` (on one file system), with `save`'s guarantee:
+    the old config.json is removed first, then older weights in another format (they would be read before
+    ours), then every file is renamed in, config.json last. Stopped anywhere, `folder` holds the old model
+    whole, the new one whole, or no config.json; run again on what is left in `source`, it finishes the move."""
+    (folder / "config.json").unlink(missing_ok=True)  # from here until the last rename, no model at all
+    for stale in TORCH_WEIGHT_FILES:
+        if stale != "model.safetensors":
+            (folder / stale).unlink(missing_ok=True)
+    for item in sorted(source.iterdir(), key=lambda p: p.name == "config.json"):  # config.json last
+        os.replace(item, folder / item.name)

@@ -12,3 +12,12 @@ def first_line(error: BaseException, limit: int = 200) -> str:
     """An exception's first non-empty line, for a one-line message (its type's name when it has no text)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return (lines[0] if lines else type(error).__name__)[:limit]
+
+
+class MissingHead(UserError):
+    """A checkpoint without the head a task needs: `has` is the head it has (a task name), `wanted` the task asked
+    for. Callers that need one head (training a masked LM) catch it by type and say what to give instead."""
+
+    def __init__(self, message: str, has: str | None = None, wanted: str | None = None):
+        super().__init__(message)
+        self.has, self.wanted = has, wanted

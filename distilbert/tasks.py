@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from .errors import UserError
+from .errors import MissingHead, UserError
 
 BATCH = {0: "batch_size"}
 TOKENS = {0: "batch_size", 1: "sequence_length"}
@@ -152,9 +152,10 @@ def task_of_outputs(outputs: dict[str, list], vocab_size: int) -> str:
     return "fill-mask" if logits[-1] in (vocab_size, "vocab_size") else "token-classification"
 
 
-def head_mismatch(has: str, wanted: str) -> UserError:
+def head_mismatch(has: str, wanted: str) -> MissingHead:
     """The error for a checkpoint whose head is not the task's: names the head it has and what would work."""
-    return UserError(
+    return MissingHead(
         f"this checkpoint has a {has} head, not a {wanted} head; run it as {has} "
-        f"(e.g. distilbert.pipeline({has!r}, ...)), or fine-tune it for {wanted} first"
+        f"(e.g. distilbert.pipeline({has!r}, ...)), or fine-tune it for {wanted} first",
+        has, wanted,
     )

@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from distilbert.checkpoint import load, read_state_dict, save
 from distilbert.hub import resolve
-from distilbert.errors import UserError
+from distilbert.errors import MissingHead, UserError
 from helpers.models import ARCHS, TASK_OF_ARCH, batch, make_reference, save_reference
 
 
@@ -112,6 +112,28 @@ def test_missing_unexpected_and_misshaped_keys_are_all_listed(tmp_path):
     assert "unexpected keys: distilbert.transformer.layer.7.ffn.lin2.bias" in message
     assert "vocab_transform.weight (39, 40) vs (39, 39)" in message
     assert "\n" not in message
+
+
+def test_a_missing_head_is_its_own_error_type(tmp_path, checkpoint_factory):
+    """Callers that need one head (distillation needs the masked-LM head) catch MissingHead by type; a checkpoint
+    broken in its encoder is a plain UserError."""
+    bare, _ = checkpoint_factory("bert", "Model")
+    with pytest.raises(MissingHead) as e:
+        load(bare, task="fill-mask")
+    assert (e.value.has, e.value.wanted) == ("feature-extraction", "fill-mask")
+    # architectures says masked LM, the weights lack its head: the same type, naming the missing keys
+    ref = make_reference("distilbert", "ForMaskedLM")
+    save_reference(ref, tmp_path / "headless", tokenizer=False)
+    state = load_file(tmp_path / "headless" / "model.safetensors")
+    save_file({k: v for k, v in state.items() if not k.startswith("vocab_")}, tmp_path / "headless" / "model.safetensors")
+    with pytest.raises(MissingHead, match="missing keys: vocab_layer_norm.bias") as e:
+        load(tmp_path / "headless")
+    assert (e.value.has, e.value.wanted) == ("fill-mask", "fill-mask")
+    del state["distilbert.transformer.layer.1.ffn.lin2.bias"]
+    save_file(state, tmp_path / "headless" / "model.safetensors")
+    with pytest.raises(UserError) as e:
+        load(tmp_path / "headless")
+    assert not isinstance(e.value, MissingHead)
 
 
 def test_config_that_does_not_match_the_weights(tmp_path):

@@ -243,12 +243,46 @@ def test_cli_classify_equals_cli_without_ray(cluster, classifier, jsonl, texts, 
 
 
 def test_nothing_else_imports_ray():
-    """Ray is an extra: the package imports it in distilbert/ray.py alone."""
+    """Ray is an extra: the package imports it in distilbert/ray/ alone."""
     package = ROOT / "distilbert"
+    assert list((package / "ray").glob("*.py"))
     for path in package.rglob("*.py"):
-        if path != package / "ray.py":
+        if package / "ray" not in path.parents:
             source = path.read_text(encoding="utf-8")
             assert "import ray" not in source.replace("from . import ray as", "") and "from ray" not in source, path
+
+
+def test_importing_changes_no_environment():
+    """RAY_DEDUP_LOGS is set where Ray is started (connect), not by an import."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_DEDUP_LOGS"}
+    probe = "import os, distilbert.ray; print(os.environ.get('RAY_DEDUP_LOGS'))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert done.returncode == 0 and done.stdout.split() == ["None"], done.stderr[-2000:]
+
+
+def test_a_workers_user_error_arrives_as_the_object_it_was():
+    """Under Ray's wrappers the UserError itself is found (RayTaskError's cause, Ray Data's chained exceptions),
+    never rebuilt from traceback text."""
+    import ray
+
+    mistake = UserError("column 'n' holds int values (0); it must hold text")
+    wrapped = ray.exceptions.RayTaskError("Predictor.__call__", "Traceback ...\nUserError: column 'n' ...", mistake)
+    try:
+        try:
+            raise wrapped.as_instanceof_cause()
+        except Exception as e:
+            raise RuntimeError("execution failed") from e
+    except RuntimeError as e:
+        assert on_ray.explain(e, "in.jsonl") is mistake
+    text_only = RuntimeError("Traceback (most recent call last):\n  ...\ndistilbert.errors.UserError: a message")
+    assert str(on_ray.explain(text_only, "in.jsonl")) == "the Ray job failed (RuntimeError: Traceback (most recent call last):)"
+
+
+def test_a_column_without_text_is_one_line_from_the_workers(cluster, embedder, jsonl, tmp_path):
+    """The actor's own UserError (raised in its call), through Ray Data to the driver."""
+    with pytest.raises(UserError, match=r"^column 'n' holds int values \(0\); it must hold text$"):
+        on_ray.run_job("feature-extraction", str(jsonl), str(tmp_path / "o"), model=str(embedder), column="n",
+                       num_actors=1, log=lambda line: None)
 
 
 @pytest.mark.slow

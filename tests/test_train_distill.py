@@ -23,7 +23,7 @@ from distilbert.train.plot import plot_run
 from distilbert.train.recipe import Recipe
 from distilbert.train.student import init_student
 from helpers.models import VOCAB, data_file, make_reference, save_reference
-from helpers.cli import COMMAND, assert_user_error, run
+from helpers.cli import COMMAND, assert_user_error, environment, run
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +90,14 @@ def distill_args(setup, out, *extra):
 
 def uninterrupted(setup, out, *extra):
     subprocess.run([str(a) for a in distill_args(setup, out, *extra)], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+                   stderr=subprocess.DEVNULL, env=environment())
 
 
 def killed_and_resumed(setup, out):
     """A run killed with SIGKILL at whatever moment follows its first checkpoint, then resumed, each in a process
     of its own. Returns the step it resumed from."""
-    p = subprocess.Popen([str(a) for a in distill_args(setup, out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen([str(a) for a in distill_args(setup, out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         env=environment())
     deadline = time.time() + 120
     while not (out / "checkpoint.pt").exists() and time.time() < deadline and p.poll() is None:
         time.sleep(0.01)

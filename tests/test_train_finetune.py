@@ -1,7 +1,6 @@
 """Fine-tuning: every task trains from a checkpoint without its head, the result is a transformers model with
 the same outputs that our pipelines and exporter take, a killed run resumes bit for bit, bad input is one line."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -108,7 +107,7 @@ def test_text_classification_end_to_end(tmp_path, setup):
     assert cli("plot-run", out).stdout.startswith("wrote")
     assert (out / "losses.png").read_bytes()[:4] == b"\x89PNG"
     cli("export", out, tmp_path / "onnx")
-    assert (tmp_path / "onnx" / "model.onnx").is_file()
+    assert (tmp_path / "onnx" / "onnx" / "model.onnx").is_file()  # the hub layout: graphs under onnx/
     # the pipelines score the export as training scored the model
     scored = json.loads(cli("evaluate", tmp_path / "onnx", "--glue", "sst2", "--data", setup / "dev.tsv", "--json").stdout)
     assert scored["accuracy"] == pytest.approx(results["best"]["accuracy"])
@@ -123,10 +122,16 @@ def test_token_classification_on_conll(tmp_path, setup):
     config = json.loads((out / "config.json").read_text())
     assert config["id2label"]["0"] == "O" and len(config["id2label"]) == 9
     same_outputs(out, "BertForTokenClassification", "token-classification", ["EU rejects German call", "Peter ."])
-    if importlib.util.find_spec("distilbert.pipelines.token_classification"):  # the pipeline runs it
-        from distilbert import pipeline
+    from distilbert import pipeline
 
-        assert isinstance(pipeline("token-classification", model=out, backend="torch")("EU rejects German call"), list)
+    # every token with its tag (none left out as "O"): our pipeline on the result is transformers' on it
+    text = "EU rejects German call"
+    ours = pipeline("token-classification", model=out, backend="torch")(text, ignore_labels=[])
+    theirs = transformers.pipeline("token-classification", model=str(out))(text, ignore_labels=[])
+    assert len(ours) == len(transformers.AutoTokenizer.from_pretrained(out).tokenize(text)) > 0
+    without_score = lambda found: [{k: v for k, v in e.items() if k != "score"} for e in found]  # noqa: E731
+    assert without_score(ours) == without_score(theirs)
+    np.testing.assert_allclose([e["score"] for e in ours], [float(e["score"]) for e in theirs], rtol=1e-4)
 
 
 def test_batches_at_random_as_the_trainer_draws_them(tmp_path, setup):
@@ -147,11 +152,12 @@ def test_question_answering_on_squad(tmp_path, setup):
     assert set(result["best"]) >= {"exact_match", "f1"} and 0 <= result["best"]["f1"] <= 100
     same_outputs(out, "DistilBertForQuestionAnswering", "question-answering", ["who won?", "when"],
                  ["Denver won the game.", "In 2016 ."], keys=("start_logits", "end_logits"))
-    if importlib.util.find_spec("distilbert.pipelines.question_answering"):
-        from distilbert import pipeline
+    from distilbert import pipeline
 
-        answer = pipeline("question-answering", model=out, backend="torch")(question="who won?", context="Denver won.")
-        assert set(answer) == {"score", "start", "end", "answer"}
+    context = "Denver won."
+    answer = pipeline("question-answering", model=out, backend="torch")(question="who won?", context=context)
+    assert set(answer) == {"score", "start", "end", "answer"} and 0 < answer["score"] <= 1
+    assert answer["answer"] and context[answer["start"] : answer["end"]] == answer["answer"]
 
 
 def test_question_answering_on_squad_v2(tmp_path, setup):
@@ -274,6 +280,54 @@ def test_bad_input(tmp_path, setup):
     assert_user_error(cli("finetune", "--model", setup / "distilbert", "--train", table, "--validation", table,
                           "--precision", "fp16", "--out", tmp_path / "d", ok=False), "fp16 needs a CUDA GPU")
     assert not (tmp_path / "d" / "config.json").exists()
+
+
+OLD_MODEL = {"config.json": "old", "model.safetensors": "old", "pytorch_model.bin": "old", "vocab.txt": "old"}
+NEW_MODEL = {"config.json": "new", "model.safetensors": "new", "vocab.txt": "new", "tokenizer.json": "new"}
+
+
+@pytest.mark.parametrize("cut", range(len(NEW_MODEL) + 1))
+def test_the_best_model_never_lands_beside_an_old_config(tmp_path, monkeypatch, cut):
+    """--overwrite over a finished model: the move of the best model into --out, stopped at each of its renames
+    (a full disk, a kill), leaves the old model, the new one, or no config.json, never new weights beside the
+    old config.json; run again (as a resumed run does), it finishes the move."""
+    from distilbert.train.finetune import BEST, finish_output
+
+    out = tmp_path / "out"
+    (out / BEST).mkdir(parents=True)
+    for name, version in OLD_MODEL.items():
+        (out / name).write_text(version)
+    for name, version in NEW_MODEL.items():
+        (out / BEST / name).write_text(version)
+
+    def one_model():
+        """A config.json is read with the files beside it: all of one version (the stale .bin only with the old)."""
+        if (out / "config.json").exists():
+            version = (out / "config.json").read_text()
+            beside = {p.name: p.read_text() for p in out.iterdir() if p.name in {*OLD_MODEL, *NEW_MODEL}}
+            assert set(beside.values()) == {version}, beside
+
+    real, renames = os.replace, []
+
+    def replace(source, target):
+        one_model()
+        if len(renames) == cut:
+            raise OSError(28, "No space left on device")
+        renames.append(target)
+        real(source, target)
+        one_model()
+
+    monkeypatch.setattr(os, "replace", replace)
+    best = {"step": 1, "accuracy": 0.5}
+    if cut < len(NEW_MODEL):
+        with pytest.raises(OSError):
+            finish_output(out, None, best, [best], "accuracy")
+        one_model()
+        assert not (out / "config.json").exists()  # stopped inside the move: no model rather than a mixed one
+    cut = -1
+    finish_output(out, None, best, [best], "accuracy")
+    assert {p.name: p.read_text() for p in out.iterdir() if p.name != "eval_results.json"} == NEW_MODEL
+    assert renames[-1] == out / "config.json"
 
 
 def test_glue_command_fine_tunes_every_task_found(tmp_path, setup):

@@ -1,13 +1,13 @@
 """Fine-tuning: a new task head on any DistilBERT or BERT checkpoint, trained on labelled data.
 
-One flat, visible loop, on the same infrastructure as distillation (optim, distributed, checkpointing,
-runlog): AdamW without decay on biases and LayerNorms, linear warm-up then decay, clipping, batches
-grouped by length under a token budget (batching.shuffled_groups), gradient accumulation, DDP under
-torchrun, bf16 autocast where the hardware has it, full-state checkpoints and bit-identical resume. A step's
+The loop every run shares (loop.py, on optim, distributed, checkpointing, runlog): AdamW without decay on
+biases and LayerNorms, linear warm-up then decay, clipping, batches grouped by length under a token budget
+(batching.shuffled_groups), gradient accumulation, DDP under torchrun, bf16 autocast where the hardware has
+it, full-state checkpoints and bit-identical resume. A step's
 loss is the mean over all its rows' items (rows, or labelled tokens for NER) whatever the micro-batches
 and ranks that hold them: the same step as one process with the whole batch. With batches grouped by length
 the divisor is the step's rows times the data's mean items a row, so a step of short NER sentences weighs
-its tokens as a step of as many random rows does on average.
+its tokens as a step of as many random rows does on average (loop.batch_items, loop.loss_divisor).
 The validation set is scored every epoch (or every `eval_steps`) with the task's metric; the best model by
 `metric` is the one kept. With a teacher (a model fine-tuned on the same task) the loss adds the KL of
 softened outputs (Sanh et al. 2019, section 4.1, "distillation during fine-tuning").
@@ -18,11 +18,8 @@ tokens with stride 128), with BERT's warm-up over the first 10% of steps and wei
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,10 +138,8 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, overwrite: bool = Fal
              given: set[str] | None = None) -> dict:
     """Fine-tune recipe.model into recipe.out; returns the best evaluation and where the model is."""
     import torch
-    from torch.nn.parallel import DistributedDataParallel
 
-    from . import checkpointing, distributed
-    from .optim import adamw, linear_schedule, optimizer_step, warmup_steps
+    from . import checkpointing, distributed, loop
     from .runlog import RunLog
 
     recipe = recipe.resolved()
@@ -179,130 +174,87 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, overwrite: bool = Fal
 
     # the schedule: every epoch's batches are known up front (deterministic in seed, epoch)
     max_tokens = recipe.max_tokens or recipe.batch_size * max_length
-    lengths = train_rows.lengths()
-    micro_per_step = recipe.gradient_accumulation
     window = batching.WINDOW if recipe.group_by_length else 1
+    lengths = train_rows.lengths()
     epoch_batches = [batching.shuffled_groups(lengths, recipe.batch_size, max_tokens, recipe.seed, e, window)
                      for e in range(recipe.epochs)]
-    steps_per_epoch = [len(b) // (world * micro_per_step) for b in epoch_batches]  # leftovers are skipped
-    # What each micro-batch's loss averages over. Every loss is summed and divided by the step's count, across
-    # its accumulated micro-batches and the ranks, so a step is one batch of all its rows, not the mean of each
-    # micro-batch's mean (which transformers' Trainer takes for these heads: its num_items_in_batch reaches
-    # only heads whose loss function takes it).
-    items = [loss_items(task, problem, target, len(id2label)) for target in train_rows.labels]
-    if recipe.group_by_length:
-        # Batches of like lengths hold like counts of items: a step of short sentences would give each of its
-        # few tokens a large share. Divide by the count the step's rows hold on average over the data instead:
-        # a step weighs its items as a step of as many rows drawn at random does, on average.
-        per_row = sum(items) / max(1, len(items))
-        epoch_items = [[len(b) * per_row for b in batches] for batches in epoch_batches]
-    else:
-        epoch_items = [[sum(items[i] for i in b) for b in batches] for batches in epoch_batches]
-    if min(steps_per_epoch) == 0:
+    plan = loop.plan([len(b) for b in epoch_batches], world, recipe.gradient_accumulation, recipe.max_steps)
+    if min(plan.steps_per_epoch) == 0:
         raise UserError(f"{recipe.train} makes {len(epoch_batches[0])} batches, fewer than one step needs "
-                        f"({world} processes x {micro_per_step} accumulation); lower --batch-size or --gradient-accumulation")
-    total_steps = sum(steps_per_epoch)
-    if recipe.max_steps:
-        total_steps = min(total_steps, recipe.max_steps)
-    epoch_end = set(np.cumsum(steps_per_epoch).tolist())  # the global step at which each epoch ends
+                        f"({world} processes x {plan.accumulation} accumulation); lower --batch-size or --gradient-accumulation")
+    # what each batch's loss averages over: a step's loss is its items' summed loss over their count (loop.py)
+    row_items = [loss_items(task, problem, target, len(id2label)) for target in train_rows.labels]
+    epoch_items = [loop.batch_items(b, row_items, recipe.group_by_length) for b in epoch_batches]
+    epoch_ends = plan.epoch_ends()
 
-    optimizer = adamw(student, recipe.learning_rate, recipe.weight_decay, recipe.adam_betas, recipe.adam_epsilon)
-    scheduler = linear_schedule(optimizer, warmup_steps(recipe.warmup, total_steps), total_steps)
-    use_cuda = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16" and use_cuda)
-    model = DistributedDataParallel(student, device_ids=[device.index] if use_cuda else None) if world > 1 else student
-    parts = dict(student=student, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+    opt = loop.optimisation(student, recipe, plan.total_steps, precision, device, world)
     metric = main_metric(recipe, problem)
-
-    step, epoch, micro = 0, 0, 0
-    history: list[dict] = []  # every evaluation
-    best: dict | None = None
+    position, history, best = loop.Position(), [], None  # history: every evaluation
     if state is not None:
-        checkpointing.restore(state, **parts)
-        step, epoch, micro, history, best = state["step"], state["epoch"], state["micro"], state["history"], state["best"]
+        checkpointing.restore(state, **opt.parts())
+        position = loop.Position(state["step"], state["epoch"], state["micro"])
+        history, best = state["history"], state["best"]
 
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
-    log = RunLog(out, rank == 0, total_steps, progress, initial=step, every=recipe.log_every, desc="fine-tuning")
-    totals: dict[str, float] = {}
-    tokens, started = 0, time.perf_counter()
-    stop = False
-    while step < total_steps and not stop:
-        batches = epoch_batches[epoch]
-        while micro < steps_per_epoch[epoch] * micro_per_step and step < total_steps:
-            g = micro * world + rank  # this micro-batch's index in the epoch, across all ranks
-            first = (micro - micro % micro_per_step) * world  # the step's first micro-batch
-            step_items = sum(epoch_items[epoch][first : first + micro_per_step * world]) or 1
-            batch = collate(train_rows, batches[g], tokenizer.pad_token_id, config.type_vocab_size > 0, device)
-            torch.manual_seed(_batch_seed(recipe.seed, epoch, g))  # dropout
-            sync = (micro + 1) % micro_per_step == 0
-            no_sync = model.no_sync() if world > 1 and not sync else contextlib.nullcontext()
-            with no_sync, torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                s = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-                # this rank's share of the step's mean, times the ranks (DistributedDataParallel averages them)
-                share = world / step_items
-                terms = {"task": task_loss(task, problem, s, batch["labels"]) * share}
-                if teacher is not None:
-                    with torch.no_grad():
-                        t = teacher(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-                    terms["distil"] = soft_loss(task, problem, s, t, batch, recipe.temperature) * share
-                    loss = recipe.alpha_distil * terms["distil"] + (1 - recipe.alpha_distil) * terms["task"]
-                else:
-                    loss = terms["task"]
-                scaler.scale(loss).backward()
-            for k, v in {"loss": loss, **terms}.items():
-                totals[k] = totals.get(k, 0.0) + float(v.detach())
-            tokens += int(batch["attention_mask"].sum())
-            micro += 1
-            if not sync:
-                continue
-            grad_norm, lr = optimizer_step(student, optimizer, scheduler, scaler, recipe.max_grad_norm)
-            step += 1
-            totals = distributed.global_mean(totals, world)
-            tokens = distributed.global_sum(tokens, world)
-            elapsed = time.perf_counter() - started
-            log.step({"step": step, "epoch": epoch, "lr": lr, "grad_norm": grad_norm,
-                      "tokens_per_second": tokens / elapsed if elapsed else 0.0,
-                      **{f"loss_{k}" if k != "loss" else k: v for k, v in totals.items()
-                         if k != "task" or teacher is not None}})  # without a teacher the task loss is the loss
-            totals, tokens, started = {}, 0, time.perf_counter()
-            evaluate_now = (step in epoch_end or step == total_steps if recipe.eval_steps is None
-                            else step % recipe.eval_steps == 0 or step == total_steps)
-            if evaluate_now:
-                if rank == 0:
-                    scores = evaluate_rows(student, task, problem, eval_rows, eval_examples, config, tokenizer, recipe,
-                                           device, autocast_dtype)
-                    history.append({"step": step, "epoch": epoch, **scores})
-                    log.write({"step": step, "epoch": epoch, **{f"eval_{k}": v for k, v in flat(scores).items()}})
-                    log.message(f"step {step}: {metric} {scores[metric]:.4f}")
-                    if best is None or scores[metric] > best[metric]:
-                        best = {"step": step, **scores}
-                        save_model(student, out / BEST, task, tokenizer)
-                    since_best = sum(1 for h in history if h["step"] > best["step"])
-                    stop = recipe.early_stopping is not None and since_best >= recipe.early_stopping
-                history, best, stop = distributed.broadcast((history, best, stop), world)
-                student.train()
-            if evaluate_now or step % recipe.checkpoint_every == 0 or step == total_steps:
-                if rank == 0:
-                    checkpointing.write(checkpoint_path, recipe.to_dict(), world,
-                                        {"step": step, "epoch": epoch, "micro": micro, "history": history, "best": best},
-                                        **parts)
-                distributed.barrier(world)
-            if stop:
-                log.message(f"early stopping: no better {metric} in {recipe.early_stopping} evaluations")
-                break
-        if step < total_steps and not stop:
-            epoch, micro = epoch + 1, 0
+    log = RunLog(out, rank == 0, plan.total_steps, progress, initial=position.step, every=recipe.log_every,
+                 desc="fine-tuning")
+
+    def batch(at: loop.MicroBatch) -> dict:
+        rows = epoch_batches[at.epoch][at.index]
+        return collate(train_rows, rows, tokenizer.pad_token_id, config.type_vocab_size > 0, device)
+
+    def forward(inputs: dict, at: loop.MicroBatch):
+        s = opt.model(inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids"))
+        # this rank's share of the step's mean, times the ranks (DistributedDataParallel averages them)
+        share = world / loop.loss_divisor(epoch_items[at.epoch], at.micro, plan.accumulation, world)
+        hard = task_loss(task, problem, s, inputs["labels"]) * share
+        if teacher is None:
+            return hard, {}  # the task loss is the loss
+        with torch.no_grad():
+            t = teacher(inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids"))
+        soft = soft_loss(task, problem, s, t, inputs, recipe.temperature) * share
+        return recipe.alpha_distil * soft + (1 - recipe.alpha_distil) * hard, {"task": hard, "distil": soft}
+
+    def evaluate(step: int, epoch: int) -> tuple[bool, bool]:
+        """At the end of each epoch (or every eval_steps) and of the run: score, keep the best model."""
+        nonlocal history, best
+        end = step == plan.total_steps
+        if not (step in epoch_ends or end if recipe.eval_steps is None else step % recipe.eval_steps == 0 or end):
+            return False, False
+        stop = False
+        if rank == 0:
+            scores = evaluate_rows(student, task, problem, eval_rows, eval_examples, config, tokenizer, recipe,
+                                   device, autocast_dtype)
+            history.append({"step": step, "epoch": epoch, **scores})
+            log.write({"step": step, "epoch": epoch, **{f"eval_{k}": v for k, v in flat(scores).items()}})
+            log.message(f"step {step}: {metric} {scores[metric]:.4f}")
+            if best is None or scores[metric] > best[metric]:
+                best = {"step": step, **scores}
+                save_model(student, out / BEST, task, tokenizer)
+            since_best = sum(1 for h in history if h["step"] > best["step"])
+            stop = recipe.early_stopping is not None and since_best >= recipe.early_stopping
+        history, best, stop = distributed.broadcast((history, best, stop), world)
+        student.train()
+        return True, stop
+
+    def save(at: loop.Position) -> None:
+        checkpointing.write(checkpoint_path, recipe.to_dict(), world,
+                            {"step": at.step, "epoch": at.epoch, "micro": at.micro, "history": history, "best": best},
+                            **opt.parts())
+
+    position, stopped = loop.run(plan, position, opt, rank=rank, seed=recipe.seed, device=device,
+                                 autocast_dtype=autocast_dtype, max_grad_norm=recipe.max_grad_norm,
+                                 checkpoint_every=recipe.checkpoint_every, log=log, batch=batch, forward=forward,
+                                 mean_of_micro_batches=False, save=save, evaluate=evaluate)
+    if stopped:
+        log.message(f"early stopping: no better {metric} in {recipe.early_stopping} evaluations")
     log.close()
     if rank == 0:
         finish_output(out, recipe, best, history, metric)
     distributed.finish(world)
-    return {"out": str(out), "steps": step, "metric": metric, "best": best, "history": history}
-
-
-def _batch_seed(seed: int, epoch: int, index: int) -> int:
-    return int(np.random.default_rng([seed, epoch, index]).integers(2**62))
+    return {"out": str(out), "steps": position.step, "metric": metric, "best": best, "history": history}
 
 
 # --- the parts of the loop ----------------------------------------------------------------------------------
@@ -584,14 +536,17 @@ def save_model(net, folder: Path, task: str, tokenizer) -> None:
 
 
 def finish_output(out: Path, recipe: FinetuneRecipe, best: dict | None, history: list[dict], metric: str) -> None:
-    """The best model's files moved into the output folder (config.json last: a folder with config.json is a
-    finished model), beside eval_results.json."""
+    """The best model's files moved into the output folder, beside eval_results.json, by checkpoint.install:
+    an old model there (--overwrite) loses its config.json first and the new config.json goes in last, so
+    stopped anywhere the folder holds the old model, the new one, or no config.json (no model); a resumed
+    run finishes the move."""
+    from ..checkpoint import install
+
     if best is None:
         raise UserError("the run ended before its first evaluation; nothing to keep")
     (out / RESULTS).write_text(json.dumps({"metric": metric, "best": best, "history": history}, indent=2) + "\n")
     source = out / BEST
     if not source.is_dir():  # a resumed run that had already finished
         return
-    for item in sorted(source.iterdir(), key=lambda p: p.name == "config.json"):
-        os.replace(item, out / item.name)
+    install(source, out)
     source.rmdir()

@@ -28,17 +28,20 @@ def warmup_steps(warmup: float, total_steps: int) -> int:
     return math.ceil(warmup * total_steps) if warmup < 1 else int(warmup)
 
 
+def lr_factor(step: int, warmup: int, total_steps: int) -> float:
+    """The learning rate at `step` (from 0) as a fraction of the peak: linear warm-up over `warmup` steps, then
+    linear decay to zero at `total_steps`: transformers' get_linear_schedule_with_warmup (and BERT's), whose
+    first warm-up step has learning rate 0."""
+    if step < warmup:
+        return step / warmup
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+
 def linear_schedule(optimizer, warmup: int, total_steps: int):
-    """Linear warm-up over `warmup` steps, then linear decay to zero at `total_steps`: transformers'
-    get_linear_schedule_with_warmup (and BERT's), whose first warm-up step has learning rate 0."""
+    """`lr_factor` as PyTorch's scheduler (its state, the step count, goes into checkpoints)."""
     import torch
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return step / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup, total_steps))
 
 
 def optimizer_step(model, optimizer, scheduler, scaler, max_grad_norm: float) -> tuple[float, float]:
