@@ -21,3 +21,14 @@ class MissingHead(UserError):
     def __init__(self, message: str, has: str | None = None, wanted: str | None = None):
         super().__init__(message)
         self.has, self.wanted = has, wanted
+
+
+def check_writable(path, flag: str, example: str = "") -> None:
+    """A file an option names can be written: not a folder, in a folder that exists (checked before the work)."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file name" + (f" such as {example}" if example else ""))
+    if not path.parent.exists():
+        raise UserError(f"cannot write {path}: folder {path.parent} does not exist")

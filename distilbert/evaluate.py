@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 
 from . import metrics, tasks
 from .data import Columns, read
-from .errors import UserError
+from .errors import UserError, check_writable
 
 log = logging.getLogger("distilbert")
 QA_SETTINGS = {"max_seq_len": 384, "doc_stride": 128, "max_answer_len": 30}  # run_qa's defaults
@@ -41,7 +40,7 @@ def evaluate(model: str, task: str | None, data: str, glue: str | None = None, b
     if limit:
         examples = examples[:limit]
     if predictions_file:
-        _check_writable(Path(predictions_file))
+        check_writable(predictions_file, "--predictions")
     pipe = pipeline(task, model=model, backend=backend, precision=precision, batch_size=batch_size, threads=threads)
     if task == "text-classification":
         scores, predicted = _classify(pipe, examples, glue, progress)
@@ -60,10 +59,9 @@ def evaluate(model: str, task: str | None, data: str, glue: str | None = None, b
 
 
 def model_task(model: str) -> str:
+    from .checkpoint import to_our_keys, weight_keys
     from .config import Config
     from .hub import resolve
-
-    from .checkpoint import to_our_keys, weight_keys
 
     folder = resolve(model, need="tokenizer")
     config = Config.from_file(folder / "config.json")
@@ -201,13 +199,6 @@ def _qa(pipe, examples, progress: bool):
     golds = {e.id: e.answers["text"] for e in examples}
     scores = metrics.squad_v2(answers, golds) if with_negative else metrics.squad(answers, golds)
     return scores, answers
-
-
-def _check_writable(path: Path) -> None:
-    if path.is_dir():
-        raise UserError(f"--predictions {path} is a folder; give a file name")
-    if not path.parent.exists():
-        raise UserError(f"cannot write {path}: folder {path.parent} does not exist")
 
 
 def print_metrics(result: dict) -> None:

@@ -7,12 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, check_writable
 from ..onnx.export import DEFAULT_OPSET
 from ..pipelines.features import NO_POOLING
 from ..precisions import ONNX_FILES
 from .inputs import (
-    check_writable,
     chunks,
     no_output_without_ray,
     one_input,
@@ -162,7 +161,7 @@ def embed(file: str = "-", model: str = DEFAULT_MODEL, pooling: str | None = Non
 
     lines = read_lines(file)
     if output is not None:
-        check_writable(Path(output))
+        check_writable(output, "--output", "embeddings.npy")
     extract = pipeline("feature-extraction", model=model, backend=backend, batch_size=batch_size, precision=precision,
                        threads=threads)
     pooling = pooling or extract.sentence_pooling

@@ -32,13 +32,7 @@ def read_lines(file: str) -> list[str]:
         data = sys.stdin.buffer.read()
         name = "stdin"
     else:
-        try:
-            data = Path(file).read_bytes()
-        except FileNotFoundError:
-            raise UserError(f"input file {file} does not exist") from None
-        except IsADirectoryError:
-            raise UserError(f"input {file} is a folder; give a text file with one input per line") from None
-        name = file
+        data, name = read_file(file, "a text file with one input per line"), file
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -71,14 +65,19 @@ def read_inputs(text: list[str] | None, file: str | None, pairs: bool = False) -
     return out
 
 
-def read_text(file: str) -> str:
-    """A whole text file (a context)."""
+def read_file(file: str, wanted: str) -> bytes:
+    """A file's bytes; a missing file or a folder is one line saying what to give (`wanted`)."""
     try:
-        data = Path(file).read_bytes()
+        return Path(file).read_bytes()
     except FileNotFoundError:
         raise UserError(f"input file {file} does not exist") from None
     except IsADirectoryError:
-        raise UserError(f"input {file} is a folder; give a text file") from None
+        raise UserError(f"input {file} is a folder; give {wanted}") from None
+
+
+def read_text(file: str) -> str:
+    """A whole text file (a context)."""
+    data = read_file(file, "a text file")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -126,13 +125,6 @@ def chunks(items: list, what: str) -> Iterator[list]:
             chunk = items[start : start + CHUNK]
             yield chunk
             bar.update(len(chunk))
-
-
-def check_writable(path: Path) -> None:
-    if path.is_dir():
-        raise UserError(f"--output {path} is a folder; give a file name such as embeddings.npy")
-    if not path.parent.exists():
-        raise UserError(f"cannot write {path}: folder {path.parent} does not exist")
 
 
 def tokenizer_folder(model: str) -> Path:
