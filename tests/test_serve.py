@@ -238,14 +238,20 @@ def test_embed_equals_the_pipeline(embedder):
         assert_same(r.json(), pipe(texts))
 
 
-def test_route_dependencies_run_on_the_event_loop():
-    """A plain-`def` dependency would make FastAPI hop to its thread pool and back on every request."""
+def test_route_dependencies_run_on_the_event_loop(models):
+    """A plain-`def` handler or dependency would make FastAPI hop to its thread pool and back on every request."""
     from distilbert.serve import hf, openai, tei
+    from distilbert.serve.core import Server, Settings
 
-    for router in (tei.router, openai.router, hf.router):
-        for route in router.routes:
-            for dependency in route.dependant.dependencies:
-                assert inspect.iscoroutinefunction(dependency.call), f"{route.path}: {dependency.call.__name__} is sync"
+    server = Server(Settings(model=models["embed"], backend="torch"))
+    try:
+        for router in (tei.routes(server), openai.routes(server), hf.routes(server)):
+            for route in router.routes:
+                assert inspect.iscoroutinefunction(route.endpoint), f"{route.path}: {route.endpoint.__name__} is sync"
+                for dependency in route.dependant.dependencies:
+                    assert inspect.iscoroutinefunction(dependency.call), f"{route.path}: {dependency.call.__name__} is sync"
+    finally:
+        server.close()
 
 
 def test_the_model_loads_and_runs_on_one_thread(models, monkeypatch):
@@ -255,7 +261,7 @@ def test_the_model_loads_and_runs_on_one_thread(models, monkeypatch):
     import threading
 
     import distilbert.backends
-    from distilbert.serve.app import Server, Settings
+    from distilbert.serve.core import Server, Settings
 
     loaded_on = []
     load_backend = distilbert.backends.load_backend
@@ -270,23 +276,23 @@ def test_the_model_loads_and_runs_on_one_thread(models, monkeypatch):
         assert server.batcher.executor is server.inference
         assert loaded_on == [server.inference.submit(threading.current_thread).result()]
     finally:
-        server.inference.shutdown()
+        server.close()
 
 
 def test_the_worker_pads_as_the_pipeline_does(models):
     """A drain is grouped with the pipeline's own split, so the batches it counts are the batches that run: rows
     of like length share one, a short row runs apart (on a CPU its padding costs what real tokens do)."""
     from distilbert import batching
-    from distilbert.serve.app import Server, Settings
+    from distilbert.serve.core import Server, Settings
 
     server = Server(Settings(model=models["embed"], backend="torch"))
-    pipe, batches, forward = server.pipe, [], server.pipe.forward
+    pipe, batches, forward = server.pipe, [], server.pipe.forward_batch
 
     def spy(features):  # the real forward, its batches written down
         batches.append(sorted((len(f) for f in features), reverse=True))
         return forward(features)
 
-    pipe.forward = spy
+    pipe.forward_batch = spy
     rows = [pipe.features(pipe.encode([text_of(n, seed)])) for seed, n in enumerate((40, 38, 8))]
     lengths = [len(f[0]) for f in rows]
     assert batching.group(lengths, None, None, pipe.batch_cost) == [[0, 1], [2]]
@@ -301,7 +307,7 @@ def test_the_worker_pads_as_the_pipeline_does(models):
     try:
         answers = asyncio.run(drain())
     finally:
-        server.inference.shutdown()
+        server.close()
     assert batches == [sorted(lengths[:2], reverse=True), [lengths[2]]]
     for (outputs, _), features in zip(answers, rows):
         np.testing.assert_allclose(outputs[0]["last_hidden_state"], forward(features)[0]["last_hidden_state"],

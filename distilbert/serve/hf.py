@@ -8,7 +8,8 @@ score, start, end}, feature-extraction the pooled embedding (or, with "pooling":
 
 Parameters are the pipeline's own (fill-mask top_k, targets; text-classification top_k,
 function_to_apply; token-classification aggregation_strategy, ignore_labels; question-answering top_k,
-doc_stride, ...), plus `truncate` (false: 413 for a text over the maximum) for every task.
+doc_stride, ...), plus `truncate` (false: 413 for a text the model would have to cut; token classification
+and question answering cut nothing, they read a long text in windows) for every task.
 """
 
 from __future__ import annotations
@@ -17,30 +18,33 @@ import functools
 import inspect
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
 from .. import tasks
 from ..errors import UserError
-from .app import Server, count_characters, respond, server_of
-from .schemas import ApiError, InferenceRequest
+from .core import ApiError, Server, count_characters, respond
+from .schemas import InferenceRequest
 
-router = APIRouter(tags=["Hugging Face Inference API"])
 SERVER_PARAMETERS = ("truncate", "truncation_direction", "prompt_name")
 
 
-@router.post("/", summary="The model's task, as the Hugging Face Inference API calls it")
-async def inference(body: InferenceRequest, server: Server = Depends(server_of)):
-    return await answer(server, body)
+def routes(server: Server) -> APIRouter:
+    router = APIRouter(tags=["Hugging Face Inference API"])
 
+    @router.post("/", summary="The model's task, as the Hugging Face Inference API calls it")
+    async def inference(body: InferenceRequest):
+        return await answer(server, body)
 
-@router.post("/pipeline/{task}", summary="The same, naming the task (an error if the model runs another)")
-async def inference_for_task(task: str, body: InferenceRequest, server: Server = Depends(server_of)):
-    try:
-        name = tasks.get(task).name
-    except UserError as e:
-        raise ApiError(404, "Validation", str(e)) from None
-    server.require(name, f"/pipeline/{task}")
-    return await answer(server, body)
+    @router.post("/pipeline/{task}", summary="The same, naming the task (an error if the model runs another)")
+    async def inference_for_task(task: str, body: InferenceRequest):
+        try:
+            name = tasks.get(task).name
+        except UserError as e:
+            raise ApiError(404, "Validation", str(e)) from None
+        server.require(name, f"/pipeline/{task}")
+        return await answer(server, body)
+
+    return router
 
 
 async def answer(server: Server, body: InferenceRequest):
@@ -53,17 +57,15 @@ async def answer(server: Server, body: InferenceRequest):
     if params.pop("prompt_name", None) is not None:
         raise ApiError(422, "Validation", "parameters.prompt_name: this server has no prompts; leave it out")
     check_parameters(server, params)
-    single, items, texts = inputs_of(server.task, body.inputs)
+    single, items = inputs_of(server.task, body.inputs)
     server.check_batch(items)
-    if truncate is False:
-        server.check_length(*texts)
     if server.task == "feature-extraction":
         params.setdefault("pooling", server.pooling)  # "none": token features, also where the folder pools
     if server.task == "text-classification":
         params.setdefault("top_k", None)  # every label, best first, as the Inference API answers
     inputs = items[0] if single else items
     result, meta = await server.run(len(items), count_characters(items),
-                                    lambda: server.pipe.preprocess(inputs, **params))
+                                    lambda: server.pipe.preprocess(inputs, **params), truncate)
     if server.task == "text-classification" and single:
         result = [result]  # the Inference API's [[{label, score}]] for one text
     return respond(result, meta)
@@ -89,27 +91,25 @@ def accepted_parameters(preprocess) -> tuple[str, ...] | None:
                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
 
 
-def inputs_of(task: str, inputs: Any) -> tuple[bool, list, tuple[list[str], list[str | None]]]:
-    """(one input?, the inputs as a list, (texts, pair texts) for the length check), or a 422 naming the field."""
+def inputs_of(task: str, inputs: Any) -> tuple[bool, list]:
+    """(one input?, the inputs as a list), or a 422 naming the field."""
     if task == "question-answering":
         single = isinstance(inputs, dict)
         items = [inputs] if single else inputs
         if not isinstance(items, list) or not all(_is_question(x) for x in items):
             raise ApiError(422, "Validation", 'inputs: expected {"question": "...", "context": "..."} or a list of them')
-        return single, items, ([x["question"] for x in items], [x["context"] for x in items])
+        return single, items
     if task == "text-classification":
         single = isinstance(inputs, (str, dict))
         items = [inputs] if single else inputs
         if not isinstance(items, list) or not all(_is_sequence(x) for x in items):
             raise ApiError(422, "Validation", 'inputs: expected a text, {"text": "...", "text_pair": "..."}, or a list of them')
-        texts = [x if isinstance(x, str) else x["text"] if isinstance(x, dict) else x[0] for x in items]
-        pairs = [None if isinstance(x, str) else x.get("text_pair") if isinstance(x, dict) else x[1] for x in items]
-        return single, items, (texts, pairs)
+        return single, items
     single = isinstance(inputs, str)
     items = [inputs] if single else inputs
     if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
         raise ApiError(422, "Validation", "inputs: expected a text or a list of texts")
-    return single, items, (items, [None] * len(items))
+    return single, items
 
 
 def _is_question(x) -> bool:

@@ -9,31 +9,33 @@ from __future__ import annotations
 import base64
 
 import numpy as np
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from .app import Server, count_characters, respond, server_of
+from .core import Server, count_characters, respond
 from .schemas import OpenAIEmbeddingsRequest
-from .tei import check_dimensions, texts_of
-
-router = APIRouter(tags=["OpenAI"])
 
 
-@router.post("/v1/embeddings", summary="OpenAI embeddings: {object, data: [{object, embedding, index}], model, usage}")
-@router.post("/embeddings", include_in_schema=False)
-async def embeddings(body: OpenAIEmbeddingsRequest, server: Server = Depends(server_of)):
-    server.require("feature-extraction", "/v1/embeddings")
-    check_dimensions(server, body.dimensions)
-    texts = texts_of(server, body.input, None)
-    result, meta = await server.run(len(texts), count_characters(texts), lambda: server.pipe.preprocess(
-        texts, pooling=server.pooling, normalize=True))
-    vectors = np.asarray(result, dtype=np.float32)
-    if body.encoding_format == "base64":
-        encoded = [base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") for v in vectors]
-    else:
-        encoded = vectors.tolist()
-    return respond({
-        "object": "list",
-        "data": [{"object": "embedding", "embedding": e, "index": i} for i, e in enumerate(encoded)],
-        "model": body.model or server.name,
-        "usage": {"prompt_tokens": meta.tokens, "total_tokens": meta.tokens},
-    }, meta)
+def routes(server: Server) -> APIRouter:
+    router = APIRouter(tags=["OpenAI"])
+
+    @router.post("/v1/embeddings", summary="OpenAI embeddings: {object, data: [{object, embedding, index}], model, usage}")
+    @router.post("/embeddings", include_in_schema=False)
+    async def embeddings(body: OpenAIEmbeddingsRequest):
+        server.require("feature-extraction", "/v1/embeddings")
+        server.check_dimensions(body.dimensions)
+        texts = server.texts_of(body.input)
+        result, meta = await server.run(len(texts), count_characters(texts), lambda: server.pipe.preprocess(
+            texts, pooling=server.pooling, normalize=True))
+        vectors = np.asarray(result, dtype=np.float32)
+        if body.encoding_format == "base64":
+            encoded = [base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") for v in vectors]
+        else:
+            encoded = vectors.tolist()
+        return respond({
+            "object": "list",
+            "data": [{"object": "embedding", "embedding": e, "index": i} for i, e in enumerate(encoded)],
+            "model": body.model or server.name,
+            "usage": {"prompt_tokens": meta.tokens, "total_tokens": meta.tokens},
+        }, meta)
+
+    return router

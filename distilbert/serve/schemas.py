@@ -12,17 +12,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class ApiError(Exception):
-    """An answer other than 200: the status, TEI's error type, a one-line message, and the reason /metrics counts."""
-
-    def __init__(self, status: int, error_type: str, message: str, reason: str = "validation"):
-        super().__init__(message)
-        self.status, self.error_type, self.message, self.reason = status, error_type, message, reason
-
-    def body(self) -> dict[str, str]:
-        return {"error": self.message, "error_type": self.error_type}
-
-
 class Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
