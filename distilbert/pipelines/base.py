@@ -89,7 +89,8 @@ class Pipeline:
         truncated = [i for i, ids in enumerate(enc["input_ids"]) if len(ids) > self.max_length]
         if truncated:
             for i in truncated:
-                log.warning("input %d is longer than the model's maximum of %d tokens; it was truncated", i, self.max_length)
+                log.warning("input %d is longer than the model's maximum of %d tokens; it was truncated", i,
+                            self.max_length)
             enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length, return_offsets=return_offsets)
         enc["truncated"] = truncated
         return enc
