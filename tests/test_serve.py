@@ -368,6 +368,62 @@ def test_a_route_that_does_not_fit_the_model_is_a_4xx(embedder):
         assert client.post("/nowhere", json={}).status_code == 404
 
 
+# --- the document is the contract ------------------------------------------------------------------------
+
+
+def test_the_document_says_what_this_server_does(filler, embedder, guarded):
+    """Each server's /openapi.json describes its own task: its inputs, its answers, and every status it gives."""
+    fill = httpx.get(filler[0].url + "/openapi.json", timeout=30).json()
+    embed = httpx.get(embedder[0].url + "/openapi.json", timeout=30).json()
+    ops = {(path, method): op for path, item in fill["paths"].items() for method, op in item.items()}
+    for (path, method), op in ops.items():
+        assert {"413", "503"} <= set(op["responses"]), (path, method)  # the gate's, on every route
+        assert "401" not in op["responses"]  # no key, no 401
+        for status, response in op["responses"].items():
+            if status != "200":
+                assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+        if method == "post":
+            assert "422" in op["responses"], path
+    assert set(fill["components"]["schemas"]["Error"]["required"]) == {"error", "error_type"}
+    # a route of another task stays, answering 424 and nothing else
+    assert "200" not in ops["/embed", "post"]["responses"] and "424" in ops["/embed", "post"]["responses"]
+    assert "200" in embed["paths"]["/embed"]["post"]["responses"] and "424" not in embed["paths"]["/embed"]["post"]["responses"]
+    # the Inference API's inputs are the task's own
+    request = fill["components"]["schemas"]["FillMaskRequest"]["properties"]["inputs"]["anyOf"]
+    assert request[0]["pattern"] == r"\[MASK\]" and request[1]["maxItems"] == 32 and request[1]["minItems"] == 1
+    assert "FeatureExtractionRequest" in embed["components"]["schemas"] and "FillMaskRequest" not in embed["components"]["schemas"]
+    task = next(p for p in ops["/pipeline/{task}", "post"]["parameters"] if p["name"] == "task")
+    assert task["schema"]["enum"] == ["fill-mask"]
+    # the answers that are not JSON, with their real types
+    assert "content" not in ops["/health", "get"]["responses"]["200"]
+    assert list(ops["/metrics", "get"]["responses"]["200"]["content"]) == ["text/plain"]
+    r = httpx.get(filler[0].url + "/metrics", timeout=30)
+    assert r.headers["content-type"].startswith("text/plain")
+    r = httpx.get(filler[0].url + "/health", timeout=30)
+    assert r.status_code == 200 and r.content == b"" and "content-type" not in r.headers
+    # with a key: the scheme, 401 everywhere but /health
+    key = {"Authorization": f"Bearer {KEY}"}
+    spec = httpx.get(guarded.url + "/openapi.json", headers=key, timeout=30).json()
+    assert spec["components"]["securitySchemes"]["key"]["scheme"] == "bearer" and spec["security"] == [{"key": []}]
+    assert spec["paths"]["/health"]["get"]["security"] == [] and "401" in spec["paths"]["/embed"]["post"]["responses"]
+
+
+def test_bodies_no_tokenizer_can_read_are_a_422(filler):
+    served, pipe = filler
+    with served.client() as client:
+        r = client.post("/tokenize", content=b'{"inputs": "caf\xe9 [MASK]"}', headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "not UTF-8" in r.json()["error"], r.text
+        for route, body in (("/tokenize", '{"inputs": "a \\ud800 b"}'), ("/", '{"inputs": "a [MASK] \\udfff"}')):
+            r = client.post(route, content=body.encode(), headers={"content-type": "application/json"})
+            assert r.status_code == 422 and "lone surrogate" in r.json()["error"], (route, r.text)
+        r = client.post("/decode", json={"ids": [101.0, 102]})  # JSON Schema's integers include 101.0
+        assert r.status_code == 200 and r.json() == [pipe.tokenizer.decode([101, 102], skip_special_tokens=True)]
+        r = client.post("/decode", json={"ids": [101.5]})
+        assert r.status_code == 422
+        r = client.put("/embed", json={"inputs": "a"})
+        assert r.status_code == 405 and r.headers["allow"] == "POST"
+
+
 # --- OpenAI ---------------------------------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from dataclasses import asdict
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
@@ -29,7 +30,7 @@ from ..errors import UserError
 from . import hf, openai, tei
 from .core import ApiError, Server, Settings, version
 from .gate import Gate
-from .schemas import validation_message
+from .schemas import Error, validation_message
 
 log = logging.getLogger("distilbert.serve")
 SETTINGS_ENV = "DISTILBERT_SERVE_SETTINGS"  # how `run` hands the settings to worker processes
@@ -51,12 +52,16 @@ def create_app(settings: Settings | None = None, server: Server | None = None) -
 
     app = FastAPI(title="distilbert serve", version=version(), lifespan=lifespan,
                   description=f"{server.name} as {server.task}: text-embeddings-inference routes, OpenAI "
-                              "embeddings and the Hugging Face Inference API.")
+                              "embeddings and the Hugging Face Inference API. Every answer other than 200 is "
+                              '{"error": "...", "error_type": "..."}.')
     app.state.server = server
+    routes = []
     for family in (tei, openai, hf):
         router = family.routes(server)
         app.include_router(router)
-        server.paths.update(route.path for route in router.routes)  # the labels /metrics counts by
+        routes += router.routes
+    server.paths.update(route.path for route in routes)  # the labels /metrics counts by
+    app.openapi = lambda: document(app, server)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError):
@@ -66,15 +71,25 @@ def create_app(settings: Settings | None = None, server: Server | None = None) -
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, e: RequestValidationError):
         request.state.failure_reason = "validation"
-        return JSONResponse({"error": validation_message(e.errors()), "error_type": "Validation"}, 422)
+        path = request.url.path
+        task = server.task if path == "/" or path.startswith("/pipeline/") else None  # the task's own inputs
+        return JSONResponse({"error": validation_message(e.errors(), task), "error_type": "Validation"}, 422)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException):
         request.state.failure_reason = f"http_{e.status_code}"
         message = e.detail if isinstance(e.detail, str) else json.dumps(e.detail)
-        if e.status_code == 404:
+        status, headers = e.status_code, e.headers
+        if isinstance(e.__cause__, UnicodeDecodeError):  # FastAPI's 400 for a body json.loads cannot decode
+            message, status = f"invalid JSON: the body is not UTF-8 text ({e.__cause__.reason} at byte " \
+                              f"{e.__cause__.start})", 422
+            request.state.failure_reason = "validation"
+        elif status == 404:
             message = f"no route {request.method} {request.url.path}; see /docs for the routes"
-        return JSONResponse({"error": message, "error_type": "Validation"}, e.status_code, headers=e.headers)
+        elif status == 405:  # every method the path has, not only those of the first route that matched it
+            headers = {"Allow": ", ".join(methods_of(routes, request.url.path))}
+            message = f"{request.method} is not a method of {request.url.path}: it takes {headers['Allow']}"
+        return JSONResponse({"error": message, "error_type": "Validation"}, status, headers=headers)
 
     @app.exception_handler(Exception)
     async def failure(request: Request, e: Exception):
@@ -83,6 +98,25 @@ def create_app(settings: Settings | None = None, server: Server | None = None) -
 
     app.add_middleware(Gate, server=server)
     return app
+
+
+def document(app: FastAPI, server: Server) -> dict:
+    """/openapi.json: FastAPI's, written once, with the API key's scheme when the server has one."""
+    if app.openapi_schema is None:
+        spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        spec.setdefault("components", {}).setdefault("schemas", {})["Error"] = Error.model_json_schema()
+        if server.settings.api_key:
+            spec["components"]["securitySchemes"] = {
+                "key": {"type": "http", "scheme": "bearer", "description": "the server's --api-key"}}
+            spec["security"] = [{"key": []}]
+            spec["paths"]["/health"]["get"]["security"] = []  # the one route without the key
+        app.openapi_schema = spec
+    return app.openapi_schema
+
+
+def methods_of(routes: list, path: str) -> list[str]:
+    """The methods the routes at `path` take, for a 405's Allow header."""
+    return sorted({method for route in routes if route.path_regex.match(path) for method in route.methods})
 
 
 def app_from_environment() -> FastAPI:

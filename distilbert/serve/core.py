@@ -29,6 +29,7 @@ from ..errors import UserError
 from ..pipelines.base import Job
 from .batcher import Batcher, Timing
 from .metrics import Metrics
+from .schemas import Limits
 
 log = logging.getLogger("distilbert.serve")
 DTYPES = {"fp32": "float32", "int8": "int8", "bf16": "bfloat16"}
@@ -121,6 +122,10 @@ class Server:
         self.name = str(settings.model)
         self.metrics = Metrics()
         self.batcher = Batcher(self.pipe, settings.max_batch_tokens, self.inference, self.metrics)
+        self.limits = Limits(task=self.task, batch=settings.max_client_batch_size,
+                             vocab_size=self.pipe.tokenizer.vocab_size, dim=self.pipe.config.dim,
+                             max_length=self.pipe.max_length, mask_token=self.pipe.tokenizer.mask_token,
+                             api_key=bool(settings.api_key))
         self.inputs_in_flight = 0
         self.requests_in_flight = 0
         self.draining = False
