@@ -4,7 +4,8 @@
     run(settings, host, port, workers)                # uvicorn, with graceful shutdown on SIGTERM / SIGINT
 
 The core (core.py: the model, admission, batching, the one way to answer) is what the route families
-(tei.py, openai.py, hf.py) import; this module only puts them together, with the gate (gate.py) in front.
+(tei.py, openai.py, hf.py, and page.py: the page for a browser) import; this module only puts them together,
+with the gate (gate.py) in front.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from ..errors import UserError
-from . import hf, openai, tei
+from . import hf, openai, page, tei
 from .core import ApiError, Server, Settings, version
-from .gate import Gate
+from .gate import KEYLESS, Gate
 from .schemas import Error, validation_message
 
 log = logging.getLogger("distilbert.serve")
@@ -56,7 +57,7 @@ def create_app(settings: Settings | None = None, server: Server | None = None) -
                               '{"error": "...", "error_type": "..."}.')
     app.state.server = server
     routes = []
-    for family in (tei, openai, hf):
+    for family in (tei, openai, hf, page):
         router = family.routes(server)
         app.include_router(router)
         routes += router.routes
@@ -109,7 +110,8 @@ def document(app: FastAPI, server: Server) -> dict:
             spec["components"]["securitySchemes"] = {
                 "key": {"type": "http", "scheme": "bearer", "description": "the server's --api-key"}}
             spec["security"] = [{"key": []}]
-            spec["paths"]["/health"]["get"]["security"] = []  # the one route without the key
+            for path in KEYLESS:
+                spec["paths"][path]["get"]["security"] = []
         app.openapi_schema = spec
     return app.openapi_schema
 

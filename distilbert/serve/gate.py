@@ -1,10 +1,11 @@
 """The gate in front of every route (pure ASGI middleware): what needs no route is answered here.
 
-503 while shutting down, 401 without the API key, 413 for a body over --payload-limit, and the request
-counters (by route; failures by reason). A refused request's body is read and dropped before the answer
-(up to DRAIN_BYTES or DRAIN_SECONDS), as nginx's lingering close does: a client still writing its body
-would otherwise see the connection reset, since closing a socket with unread data sends a reset, which can
-overtake the answer. A client that waits for "100 Continue" before sending its body gets the answer at once.
+503 while shutting down, 401 without the API key (but for GET /health and the page), 413 for a body over
+--payload-limit, and the request counters (by route; failures by reason). A refused request's body is read
+and dropped before the answer (up to DRAIN_BYTES or DRAIN_SECONDS), as nginx's lingering close does: a
+client still writing its body would otherwise see the connection reset, since closing a socket with unread
+data sends a reset, which can overtake the answer. A client that waits for "100 Continue" before sending its
+body gets the answer at once.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from fastapi.responses import JSONResponse
 from .core import ApiError, Server
 
 UNCOUNTED = ("/metrics", "/health", "/docs", "/openapi.json", "/docs/oauth2-redirect")
+KEYLESS = ("/health", "/")  # GET only: the health check, and the page (where the user pastes the key)
 FORM = b"application/x-www-form-urlencoded"  # what curl -d calls a body
 DRAIN_BYTES = 1 << 30  # a refused body is dropped up to 1 GiB (100 MB on loopback takes about 0.2 s) ...
 DRAIN_SECONDS = 30.0  # ... or for 30 s (nginx's lingering_time), then the connection is closed regardless
@@ -46,8 +48,8 @@ class Gate:
         refusal = None
         if server.draining:
             refusal = ApiError(503, "Unhealthy", "the server is shutting down; retry elsewhere or later", "shutdown")
-        elif self.key is not None and path != "/health" and not hmac.compare_digest(
-                headers.get(b"authorization", b""), self.key):
+        elif self.key is not None and not (path in KEYLESS and scope["method"] in ("GET", "HEAD")) and not \
+                hmac.compare_digest(headers.get(b"authorization", b""), self.key):
             refusal = ApiError(401, "Unauthorized", "missing or wrong API key: send the header "
                                "'Authorization: Bearer KEY'", "unauthorized")
         else:

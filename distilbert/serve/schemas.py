@@ -276,6 +276,7 @@ REASONS = {
     400: "Empty: the list of inputs is empty, or the body cannot be read",
     401: "Unauthorized: the server was started with --api-key, and the request has no 'Authorization: Bearer KEY'",
     404: "Validation: no task of that name",
+    405: "Validation: the request asks for JSON (Accept), which POST / answers",
     413: "Validation: the body is over --payload-limit, or has more inputs than --max-client-batch-size, or "
          "(truncate: false) a text is over the model's maximum",
     422: "Validation: the body does not fit this schema, or the pipeline refused an input or parameter (the "
