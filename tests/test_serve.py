@@ -176,7 +176,7 @@ def test_route_dependencies_run_on_the_event_loop(models):
             for route in router.routes:
                 assert inspect.iscoroutinefunction(route.endpoint), f"{route.path}: {route.endpoint.__name__} is sync"
                 for dependency in route.dependant.dependencies:
-                    assert inspect.iscoroutinefunction(dependency.call), f"{route.path}: {dependency.call.__name__} is sync"
+                    assert inspect.iscoroutinefunction(dependency.call), f"{route.path}: {dependency.call.__name__}"
     finally:
         server.close()
 
@@ -314,11 +314,13 @@ def test_the_document_says_what_this_server_does(filler, embedder, guarded):
     assert set(fill["components"]["schemas"]["Error"]["required"]) == {"error", "error_type"}
     # a route of another task stays, answering 424 and nothing else
     assert "200" not in ops["/embed", "post"]["responses"] and "424" in ops["/embed", "post"]["responses"]
-    assert "200" in embed["paths"]["/embed"]["post"]["responses"] and "424" not in embed["paths"]["/embed"]["post"]["responses"]
+    served_here = embed["paths"]["/embed"]["post"]["responses"]
+    assert "200" in served_here and "424" not in served_here
     # the Inference API's inputs are the task's own
     request = fill["components"]["schemas"]["FillMaskRequest"]["properties"]["inputs"]["anyOf"]
     assert request[0]["pattern"] == r"\[MASK\]" and request[1]["maxItems"] == 32 and request[1]["minItems"] == 1
-    assert "FeatureExtractionRequest" in embed["components"]["schemas"] and "FillMaskRequest" not in embed["components"]["schemas"]
+    schemas = embed["components"]["schemas"]
+    assert "FeatureExtractionRequest" in schemas and "FillMaskRequest" not in schemas
     task = next(p for p in ops["/pipeline/{task}", "post"]["parameters"] if p["name"] == "task")
     assert task["schema"]["enum"] == ["fill-mask"]
     # the answers that are not JSON, with their real types
@@ -338,7 +340,8 @@ def test_the_document_says_what_this_server_does(filler, embedder, guarded):
 def test_bodies_no_tokenizer_can_read_are_a_422(filler):
     served, pipe = filler
     with served.client() as client:
-        r = client.post("/tokenize", content=b'{"inputs": "caf\xe9 [MASK]"}', headers={"content-type": "application/json"})
+        r = client.post("/tokenize", content=b'{"inputs": "caf\xe9 [MASK]"}',
+                        headers={"content-type": "application/json"})
         assert r.status_code == 422 and "not UTF-8" in r.json()["error"], r.text
         for route, body in (("/tokenize", '{"inputs": "a \\ud800 b"}'), ("/", '{"inputs": "a [MASK] \\udfff"}')):
             r = client.post(route, content=body.encode(), headers={"content-type": "application/json"})

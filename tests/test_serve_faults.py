@@ -95,7 +95,8 @@ def test_a_body_over_the_limit_written_whole_gets_its_413_every_time(embedder):
     assert len(body) > LIMIT
     statuses = []
     for _ in range(100):
-        request = urllib.request.Request(embedder.url + "/embed", data=body, headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(embedder.url + "/embed", data=body,
+                                         headers={"Content-Type": "application/json"})
         try:
             urllib.request.urlopen(request, timeout=30)
             statuses.append(200)

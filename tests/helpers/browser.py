@@ -78,8 +78,8 @@ class Browser:
 
     def click(self, selector: str) -> None:
         """A real mouse click (pressed and released) at the middle of the element."""
-        box = self.evaluate(f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
-                            "return [r.left + r.width / 2, r.top + r.height / 2]; })()")
+        box = self.evaluate(f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
+                            ".getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; })()")
         for kind in ("mousePressed", "mouseReleased"):
             self.call("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
 
