@@ -1,6 +1,5 @@
 """Pipelines against transformers' pipelines on the same checkpoint."""
 
-import json
 import logging
 
 import numpy as np

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import importlib.util
 import inspect
 import json
@@ -15,11 +14,8 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -27,79 +23,13 @@ import pytest
 
 import distilbert
 from helpers.models import ROOT, data_file, sentence_transformers_folder
+from helpers.serving import metric, ready, rss, serve, start, stop, text_of
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("prometheus_client")
 
-WORDS = ("the quick brown fox jumps over the lazy dog while a small cat sleeps on a warm mat near the old "
-         "river and people walk by talking about music books rain and tomorrow").split()
 KEY = "s3cret"
-
-
-def text_of(n: int, seed: int = 0) -> str:
-    rng = random.Random(seed)
-    return " ".join(rng.choice(WORDS) for _ in range(n))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Served:
-    def __init__(self, process: subprocess.Popen, url: str, log: Path):
-        self.process, self.url, self.log = process, url, log
-
-    def client(self, **kwargs) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=60, **kwargs)
-
-    def metrics(self, headers=None) -> str:
-        return httpx.get(self.url + "/metrics", headers=headers, timeout=30).text
-
-
-def start(tmp_path: Path, model, *args: str, prefix: list[str] | None = None) -> Served:
-    """`distilbert serve MODEL ARGS` on a free port, started (not yet ready: see `ready`)."""
-    port = free_port()
-    log = tmp_path / f"server-{port}.log"
-    command = prefix or [sys.executable, "-m", "distilbert.cli"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_DISABLE_TELEMETRY": "1"}
-    with open(log, "w") as out:
-        process = subprocess.Popen([*command, "serve", str(model), "--port", str(port), *args],
-                                   stdout=out, stderr=subprocess.STDOUT, env=env)
-    return Served(process, f"http://127.0.0.1:{port}", log)
-
-
-def ready(served: Served, budget: float = 240) -> Served:
-    """Wait (bounded) until /health answers 200."""
-    deadline = time.monotonic() + budget
-    while True:
-        assert served.process.poll() is None, f"the server exited: {served.log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"the server did not come up: {served.log.read_text()[-3000:]}"
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(served.url + "/health", timeout=5).status_code == 200:
-                return served
-        time.sleep(0.2)
-
-
-def stop(served: Served) -> None:
-    if served.process.poll() is None:
-        served.process.terminate()
-        try:
-            served.process.wait(60)
-        except subprocess.TimeoutExpired:
-            served.process.kill()
-            served.process.wait(10)
-
-
-@contextlib.contextmanager
-def serve(tmp_path: Path, model, *args: str, prefix: list[str] | None = None):
-    served = start(tmp_path, model, *args, prefix=prefix)
-    try:
-        yield ready(served)
-    finally:
-        stop(served)
 
 
 def significant_digits(number: str) -> int:
@@ -125,10 +55,6 @@ def assert_same(got, expected, path="answer"):
             assert_same(g, e, f"{path}[{i}]")
     else:
         assert got == expected, f"{path}: {got!r} != {expected!r}"
-
-
-def metric(text: str, name: str) -> float:
-    return sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M))
 
 
 # --- fixtures ----------------------------------------------------------------------------------------
@@ -238,14 +164,20 @@ def test_embed_equals_the_pipeline(embedder):
         assert_same(r.json(), pipe(texts))
 
 
-def test_route_dependencies_run_on_the_event_loop():
-    """A plain-`def` dependency would make FastAPI hop to its thread pool and back on every request."""
+def test_route_dependencies_run_on_the_event_loop(models):
+    """A plain-`def` handler or dependency would make FastAPI hop to its thread pool and back on every request."""
     from distilbert.serve import hf, openai, tei
+    from distilbert.serve.core import Server, Settings
 
-    for router in (tei.router, openai.router, hf.router):
-        for route in router.routes:
-            for dependency in route.dependant.dependencies:
-                assert inspect.iscoroutinefunction(dependency.call), f"{route.path}: {dependency.call.__name__} is sync"
+    server = Server(Settings(model=models["embed"], backend="torch"))
+    try:
+        for router in (tei.routes(server), openai.routes(server), hf.routes(server)):
+            for route in router.routes:
+                assert inspect.iscoroutinefunction(route.endpoint), f"{route.path}: {route.endpoint.__name__} is sync"
+                for dependency in route.dependant.dependencies:
+                    assert inspect.iscoroutinefunction(dependency.call), f"{route.path}: {dependency.call.__name__}"
+    finally:
+        server.close()
 
 
 def test_the_model_loads_and_runs_on_one_thread(models, monkeypatch):
@@ -255,7 +187,7 @@ def test_the_model_loads_and_runs_on_one_thread(models, monkeypatch):
     import threading
 
     import distilbert.backends
-    from distilbert.serve.app import Server, Settings
+    from distilbert.serve.core import Server, Settings
 
     loaded_on = []
     load_backend = distilbert.backends.load_backend
@@ -270,23 +202,23 @@ def test_the_model_loads_and_runs_on_one_thread(models, monkeypatch):
         assert server.batcher.executor is server.inference
         assert loaded_on == [server.inference.submit(threading.current_thread).result()]
     finally:
-        server.inference.shutdown()
+        server.close()
 
 
 def test_the_worker_pads_as_the_pipeline_does(models):
     """A drain is grouped with the pipeline's own split, so the batches it counts are the batches that run: rows
     of like length share one, a short row runs apart (on a CPU its padding costs what real tokens do)."""
     from distilbert import batching
-    from distilbert.serve.app import Server, Settings
+    from distilbert.serve.core import Server, Settings
 
     server = Server(Settings(model=models["embed"], backend="torch"))
-    pipe, batches, forward = server.pipe, [], server.pipe.forward
+    pipe, batches, forward = server.pipe, [], server.pipe.forward_batch
 
     def spy(features):  # the real forward, its batches written down
         batches.append(sorted((len(f) for f in features), reverse=True))
         return forward(features)
 
-    pipe.forward = spy
+    pipe.forward_batch = spy
     rows = [pipe.features(pipe.encode([text_of(n, seed)])) for seed, n in enumerate((40, 38, 8))]
     lengths = [len(f[0]) for f in rows]
     assert batching.group(lengths, None, None, pipe.batch_cost) == [[0, 1], [2]]
@@ -301,7 +233,7 @@ def test_the_worker_pads_as_the_pipeline_does(models):
     try:
         answers = asyncio.run(drain())
     finally:
-        server.inference.shutdown()
+        server.close()
     assert batches == [sorted(lengths[:2], reverse=True), [lengths[2]]]
     for (outputs, _), features in zip(answers, rows):
         np.testing.assert_allclose(outputs[0]["last_hidden_state"], forward(features)[0]["last_hidden_state"],
@@ -360,6 +292,65 @@ def test_a_route_that_does_not_fit_the_model_is_a_4xx(embedder):
         r = client.post("/pipeline/fill-mask", json={"inputs": "a [MASK]"})
         assert r.status_code == 424
         assert client.post("/nowhere", json={}).status_code == 404
+
+
+# --- the document is the contract ------------------------------------------------------------------------
+
+
+def test_the_document_says_what_this_server_does(filler, embedder, guarded):
+    """Each server's /openapi.json describes its own task: its inputs, its answers, and every status it gives."""
+    fill = httpx.get(filler[0].url + "/openapi.json", timeout=30).json()
+    embed = httpx.get(embedder[0].url + "/openapi.json", timeout=30).json()
+    ops = {(path, method): op for path, item in fill["paths"].items() for method, op in item.items()}
+    for (path, method), op in ops.items():
+        assert {"413", "503"} <= set(op["responses"]), (path, method)  # the gate's, on every route
+        assert "401" not in op["responses"]  # no key, no 401
+        for status, response in op["responses"].items():
+            if status != "200":
+                assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+        if method == "post":
+            assert "422" in op["responses"], path
+    assert set(fill["components"]["schemas"]["Error"]["required"]) == {"error", "error_type"}
+    # a route of another task stays, answering 424 and nothing else
+    assert "200" not in ops["/embed", "post"]["responses"] and "424" in ops["/embed", "post"]["responses"]
+    served_here = embed["paths"]["/embed"]["post"]["responses"]
+    assert "200" in served_here and "424" not in served_here
+    # the Inference API's inputs are the task's own
+    request = fill["components"]["schemas"]["FillMaskRequest"]["properties"]["inputs"]["anyOf"]
+    assert request[0]["pattern"] == r"\[MASK\]" and request[1]["maxItems"] == 32 and request[1]["minItems"] == 1
+    schemas = embed["components"]["schemas"]
+    assert "FeatureExtractionRequest" in schemas and "FillMaskRequest" not in schemas
+    task = next(p for p in ops["/pipeline/{task}", "post"]["parameters"] if p["name"] == "task")
+    assert task["schema"]["enum"] == ["fill-mask"]
+    # the answers that are not JSON, with their real types
+    assert "content" not in ops["/health", "get"]["responses"]["200"]
+    assert list(ops["/metrics", "get"]["responses"]["200"]["content"]) == ["text/plain"]
+    r = httpx.get(filler[0].url + "/metrics", timeout=30)
+    assert r.headers["content-type"].startswith("text/plain")
+    r = httpx.get(filler[0].url + "/health", timeout=30)
+    assert r.status_code == 200 and r.content == b"" and "content-type" not in r.headers
+    # with a key: the scheme, 401 everywhere but /health
+    key = {"Authorization": f"Bearer {KEY}"}
+    spec = httpx.get(guarded.url + "/openapi.json", headers=key, timeout=30).json()
+    assert spec["components"]["securitySchemes"]["key"]["scheme"] == "bearer" and spec["security"] == [{"key": []}]
+    assert spec["paths"]["/health"]["get"]["security"] == [] and "401" in spec["paths"]["/embed"]["post"]["responses"]
+
+
+def test_bodies_no_tokenizer_can_read_are_a_422(filler):
+    served, pipe = filler
+    with served.client() as client:
+        r = client.post("/tokenize", content=b'{"inputs": "caf\xe9 [MASK]"}',
+                        headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "not UTF-8" in r.json()["error"], r.text
+        for route, body in (("/tokenize", '{"inputs": "a \\ud800 b"}'), ("/", '{"inputs": "a [MASK] \\udfff"}')):
+            r = client.post(route, content=body.encode(), headers={"content-type": "application/json"})
+            assert r.status_code == 422 and "lone surrogate" in r.json()["error"], (route, r.text)
+        r = client.post("/decode", json={"ids": [101.0, 102]})  # JSON Schema's integers include 101.0
+        assert r.status_code == 200 and r.json() == [pipe.tokenizer.decode([101, 102], skip_special_tokens=True)]
+        r = client.post("/decode", json={"ids": [101.5]})
+        assert r.status_code == 422
+        r = client.put("/embed", json={"inputs": "a"})
+        assert r.status_code == 405 and r.headers["allow"] == "POST"
 
 
 # --- OpenAI ---------------------------------------------------------------------------------------------
@@ -563,7 +554,7 @@ def test_load_64_clients(embedder):
         else:
             requests.append(("/tokenize", {"inputs": some}))
             expected.append([pipe.tokenizer(t)["input_ids"] for t in some])
-    rss_before = _rss(served.process.pid)
+    rss_before = rss(served.process.pid)
     answers = asyncio.run(_load(served.url, requests, clients=64))
     for (route, _), (status, body, _), want in zip(requests, answers, expected):
         assert status == 200, (route, status, body)
@@ -578,12 +569,7 @@ def test_load_64_clients(embedder):
     assert rows > batches, "no batch held more than one row"
     # the batches' model time, taken on the inference thread, lies within the requests' time from batch to answer
     assert 0 < metric(text, "te_batch_inference_duration_sum") <= metric(text, "te_request_inference_duration_sum")
-    assert _rss(served.process.pid) - rss_before < 300 * 2**20  # memory bounded under load
-
-
-def _rss(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024
+    assert rss(served.process.pid) - rss_before < 300 * 2**20  # memory bounded under load
 
 
 def test_back_pressure_gives_429_and_stays_healthy(guarded):

@@ -22,7 +22,7 @@ from distilbert.train.evaluate import evaluate_mlm
 from distilbert.train.plot import plot_run
 from distilbert.train.recipe import Recipe
 from distilbert.train.student import init_student
-from helpers.models import VOCAB, data_file, make_reference, save_reference
+from helpers.models import data_file, make_reference, save_reference
 from helpers.cli import COMMAND, assert_user_error, environment, run
 
 

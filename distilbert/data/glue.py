@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from . import TextExample
+from .examples import TextExample
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
-from . import Columns, TokenExample
+from .examples import Columns, TokenExample
 
 
 def read_ner(path: Path, columns: Columns) -> list[TokenExample]:

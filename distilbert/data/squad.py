@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from ..errors import UserError
-from . import QAExample
+from .examples import QAExample
 
 log = logging.getLogger("distilbert")
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
-from . import Columns, TextExample
+from .examples import Columns, TextExample
 
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
 

@@ -21,6 +21,7 @@ from ..errors import UserError, first_line
 from ..precisions import EXACT, ONNX_FILES, parse_list
 from .files import save_model, write_report
 from .quantize import CONVERTERS
+from .validation import shape_grid, validation_batch
 
 DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17 on
 QUANTIZATIONS = ("int8",)
@@ -265,35 +266,6 @@ def masked_lm_logits(net, rows, input_ids, all_positions):
     first = torch.where(all_positions, input_ids.size(0), rows.size(0))
     second = torch.where(all_positions, input_ids.size(1), 1)
     return logits.reshape(first, second, logits.size(-1))
-
-
-def shape_grid(max_length: int) -> list[tuple[int, int]]:
-    lengths = sorted({min(n, max_length) for n in (1, 8, 128, 512)})
-    return [(b, t) for b in (1, 2, 7) for t in lengths]
-
-
-def validation_batch(batch: int, length: int, config, tokenizer, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random real-vocabulary ids in [CLS] ... [SEP] rows of different lengths; one row all padding but [CLS]."""
-    rng = np.random.default_rng(seed + 1000 * batch + length)
-    ids = rng.integers(1000 if config.vocab_size > 2000 else 5, config.vocab_size, size=(batch, length))
-    mask = np.ones((batch, length), dtype=np.int64)
-    for r in range(batch):
-        n = length if r == 0 else int(rng.integers(1, length + 1))
-        if batch > 1 and r == batch - 1:
-            n = 1  # all padding but [CLS]
-        mask[r, n:] = 0
-        ids[r, n:] = tokenizer.pad_token_id
-        ids[r, 0] = tokenizer.cls_token_id
-        if n > 1:
-            ids[r, n - 1] = tokenizer.sep_token_id
-        if n > 2:
-            ids[r, 1] = tokenizer.mask_token_id  # fill-mask's input: the [MASK]-only head has rows to compute
-    arrays = {"input_ids": ids.astype(np.int64), "attention_mask": mask}
-    if config.type_vocab_size:
-        types = np.zeros_like(ids)
-        types[:, length // 2 :] = 1
-        arrays["token_type_ids"] = types * mask
-    return arrays
 
 
 def validate(net, path: Path, config, tokenizer, task: str, log: Callable[[str], None] = print) -> dict:

@@ -82,7 +82,7 @@ def validate_against_fp32(fp32: Path, path: Path, precision: str, config: Config
     """Every output of `path` against the fp32 graph's over the export's shape grid; NaN or a relative difference
     above TOLERANCES[precision] is a failed export."""
     from ..backends.onnx import ATTENTIONS, open_session
-    from .export import shape_grid, validation_batch
+    from .validation import shape_grid, validation_batch
 
     a, b = open_session(fp32), open_session(path)
     names = [o.name for o in a.get_outputs() if o.name != ATTENTIONS]

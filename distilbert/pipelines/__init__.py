@@ -9,7 +9,7 @@ from .base import Pipeline
 
 
 def pipeline(
-    task: str,
+    task: str | None,
     model: str | Path = "distilbert-base-uncased",
     backend: str | None = None,
     batch_size: int = 32,
@@ -20,7 +20,8 @@ def pipeline(
     compile: bool = False,
     **options,
 ) -> Pipeline:
-    """A ready pipeline for `task` (or an alias: "sentiment-analysis", "ner") on `model`, a folder or hub id.
+    """A ready pipeline for `task` (or an alias: "sentiment-analysis", "ner") on `model`, a folder or hub id;
+    task None: the head the checkpoint carries.
 
     backend: "torch", "onnx", "keras" (Keras 3 on TensorFlow, the tf extra; only when named) or "openvino"
     (the ONNX export on OpenVINO, the openvino extra; only when named). By default ONNX Runtime for an exported
@@ -35,8 +36,8 @@ def pipeline(
     from ..backends import load_backend
     from ..tokenizer import Tokenizer
 
-    spec = tasks.get(task)
-    engine = load_backend(model, spec.name, backend, threads=threads, precision=precision, compile=compile)
+    engine = load_backend(model, tasks.get(task).name if task is not None else None, backend, threads=threads,
+                          precision=precision, compile=compile)
     tokenizer = Tokenizer.from_pretrained(engine.folder, config=engine.config)
-    return spec.pipeline_class()(engine, tokenizer, batch_size=batch_size, max_length=max_length,
+    return tasks.TASKS[engine.task].pipeline_class()(engine, tokenizer, batch_size=batch_size, max_length=max_length,
                                  max_batch_tokens=max_batch_tokens, **options)

@@ -7,7 +7,8 @@ requests):
     outputs = pipe.forward(job.features)      # the backend, in length-grouped batches; one dict per row
     result = pipe.postprocess(job, outputs)   # transformers' output format
 
-`pipe(inputs, **params)` does all three.
+`pipe(inputs, **params)` does all three. A caller that groups rows itself (the server's batcher groups rows
+of many requests) runs each of its groups with `pipe.forward_batch(rows)`: one padded batch, never split again.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class Job:
 
     features: list[Feature]
     state: dict[str, Any] = field(default_factory=dict)
+    # inputs (by index) cut to the model's maximum: the server refuses them when a request says truncate: false.
+    # Windowed tasks (token classification, question answering) cut nothing: a long text becomes more windows.
+    truncated: list[int] = field(default_factory=list)
 
 
 class Pipeline:
@@ -77,18 +81,18 @@ class Pipeline:
 
     def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None, return_offsets: bool = False
                ) -> dict[str, list]:
-        """Token ids for each text, truncated to max_length with a warning."""
+        """Token ids for each text, truncated to max_length with a warning; `truncated` lists the inputs cut."""
         texts = check_texts(texts)
         if pairs is not None:
             check_texts(pairs)
         enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length + 1, return_offsets=return_offsets)
-        if any(len(ids) > self.max_length for ids in enc["input_ids"]):
-            for i, ids in enumerate(enc["input_ids"]):
-                if len(ids) > self.max_length:
-                    log.warning(
-                        "input %d is longer than the model's maximum of %d tokens; it was truncated", i, self.max_length
-                    )
+        truncated = [i for i, ids in enumerate(enc["input_ids"]) if len(ids) > self.max_length]
+        if truncated:
+            for i in truncated:
+                log.warning("input %d is longer than the model's maximum of %d tokens; it was truncated", i,
+                            self.max_length)
             enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length, return_offsets=return_offsets)
+        enc["truncated"] = truncated
         return enc
 
     def features(self, enc: dict[str, list]) -> list[Feature]:
@@ -98,15 +102,20 @@ class Pipeline:
     def forward(self, features: Sequence[Feature]) -> list[dict[str, np.ndarray]]:
         """Run every row, batched by length; each row's outputs cut to its own length."""
         results: list[dict[str, np.ndarray]] = [{} for _ in features]
-        task = tasks.TASKS[self.backend.task]
         for rows in batching.group([len(f) for f in features], self.batch_size, self.max_batch_tokens,
                                     self.batch_cost):
-            arrays = batching.collate([vars(features[i]) for i in rows], self.tokenizer.pad_token_id,
-                                      self.config.type_vocab_size > 0)
-            for i, out in zip(rows, self.run_batch(arrays)):
-                n = len(features[i])
-                results[i] = {k: v[:n] if task.token_level(k) else v for k, v in out.items() if k in task.outputs}
+            for i, out in zip(rows, self.forward_batch([features[i] for i in rows])):
+                results[i] = out
         return results
+
+    def forward_batch(self, features: Sequence[Feature]) -> list[dict[str, np.ndarray]]:
+        """Rows the caller has grouped already, run as one padded batch (never split: the server's batcher has
+        grouped rows of many requests under its own token budget); each row's outputs cut to its own length."""
+        task = tasks.TASKS[self.backend.task]
+        arrays = batching.collate([vars(f) for f in features], self.tokenizer.pad_token_id,
+                                  self.config.type_vocab_size > 0)
+        return [{k: v[:len(f)] if task.token_level(k) else v for k, v in out.items() if k in task.outputs}
+                for f, out in zip(features, self.run_batch(arrays))]
 
     def run_batch(self, arrays: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
         """One padded batch through the backend; one dict of outputs per row. Fill-mask narrows this."""

@@ -47,7 +47,8 @@ class FeatureExtractionPipeline(Pipeline):
         _check_pooling(pooling)
         single = isinstance(inputs, str)
         texts = [inputs] if single else list(inputs)
-        return Job(self.features(self.encode(texts)), {"pooling": pooling, "normalize": normalize, "single": single})
+        enc = self.encode(texts)
+        return Job(self.features(enc), {"pooling": pooling, "normalize": normalize, "single": single}, enc["truncated"])
 
     def postprocess(self, job: Job, outputs):
         pooling, single = job.state["pooling"], job.state["single"]

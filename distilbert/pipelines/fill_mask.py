@@ -36,7 +36,7 @@ class FillMaskPipeline(Pipeline):
                 raise UserError(
                     f"no {self.tokenizer.mask_token} in {text[:60]!r}: put {self.tokenizer.mask_token} where the word to predict goes"
                 )
-        return Job(self.features(enc), {"top_k": top_k, "target_ids": target_ids})
+        return Job(self.features(enc), {"top_k": top_k, "target_ids": target_ids}, enc["truncated"])
 
     def run_batch(self, arrays):
         """The head at the [MASK] tokens alone: each row gets its (masks, vocab) logits."""

@@ -59,11 +59,13 @@ class TextClassificationPipeline(Pipeline):
             for source, rows in ((a, with_pairs), (b, alone)):
                 for feature, i in zip(self.features(source), rows):
                     features[i] = feature
+            truncated = sorted([with_pairs[i] for i in a["truncated"]] + [alone[i] for i in b["truncated"]])
         else:
-            features = self.features(self.encode(texts, pairs if with_pairs else None))
+            enc = self.encode(texts, pairs if with_pairs else None)
+            features, truncated = self.features(enc), enc["truncated"]
         state = {"legacy": legacy, "top_k": None if legacy else top_k, "function": function,
                  "single": single, "plain_text": isinstance(inputs, str)}
-        return Job(features, state)
+        return Job(features, state, truncated)
 
     def postprocess(self, job: Job, outputs):
         state = job.state

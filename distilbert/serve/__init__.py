@@ -4,6 +4,7 @@ and the Hugging Face Inference API, one batching worker per model, back-pressure
 Needs the serve extra (FastAPI, uvicorn, prometheus_client); imports no torch.
 """
 
-from .app import Settings, create_app, run
+from .app import create_app, run
+from .core import Settings
 
 __all__ = ["Settings", "create_app", "run"]

@@ -2,9 +2,10 @@
 
 Every row waiting when the model frees up is drained at once, grouped by `batching.group` (longest first,
 at most `max_batch_tokens` padded tokens a batch, the pipeline's own limit on padding) and run group by group
-through `pipe.forward` on one inference thread. While a batch runs, the event loop keeps accepting and
-tokenising, so the next drain is ready when the thread frees. Each drain runs whole before the next, so no row
-waits behind rows that arrived after it; a request is answered as soon as its last row is done.
+through `pipe.forward_batch` (one padded batch each, never split again) on one inference thread. While a
+batch runs, the event loop keeps accepting and the tokenisation thread tokenising, so the next drain is ready
+when the inference thread frees. Each drain runs whole before the next, so no row waits behind rows that
+arrived after it; a request is answered as soon as its last row is done.
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ class Batcher:
                     features = [request.features[i] for request, i in batch]
                     seconds = None
                     try:
-                        outputs, seconds = await loop.run_in_executor(self.executor, _timed, self.pipe.forward, features)
+                        outputs, seconds = await loop.run_in_executor(self.executor, _timed, self.pipe.forward_batch,
+                                                                      features)
                     except Exception as e:  # the backend failed: every request in the batch gets the error
                         for request, _ in batch:
                             if not request.future.done():

@@ -1,124 +1,77 @@
 """The Hugging Face Inference API: POST / (and POST /pipeline/{task}) with {"inputs": ..., "parameters": {...}}.
 
-The model's task reads `inputs` and `parameters` exactly as its pipeline does, and the answer is the
-pipeline's answer, in the shapes `huggingface_hub`'s InferenceClient parses: fill-mask [{score, token,
-token_str, sequence}], text-classification [[{label, score}]] (every label, best first, unless top_k),
-token-classification [{entity_group | entity, score, word, start, end}], question-answering {answer,
-score, start, end}, feature-extraction the pooled embedding (or, with "pooling": "none", token features).
+The body is the server's task's own (schemas.inference_request): `inputs` and `parameters` as its pipeline
+reads them, and the answer is the pipeline's answer, in the shapes `huggingface_hub`'s InferenceClient
+parses: fill-mask [{score, token, token_str, sequence}], text-classification [[{label, score}]] (every
+label, best first, unless top_k), token-classification [{entity_group | entity, score, word, start, end}],
+question-answering {answer, score, start, end}, feature-extraction the pooled embedding (or, with
+"pooling": "none", token features).
 
 Parameters are the pipeline's own (fill-mask top_k, targets; text-classification top_k,
-function_to_apply; token-classification aggregation_strategy, ignore_labels; question-answering top_k,
-doc_stride, ...), plus `truncate` (false: 413 for a text over the maximum) for every task.
+function_to_apply; token-classification aggregation_strategy, ignore_labels, stride; question-answering
+top_k, doc_stride, ...), plus `truncate` (false: 413 for a text the model would have to cut; token
+classification and question answering cut nothing, they read a long text in windows) for every task.
+A parameter given as null is left to its default.
 """
 
-from __future__ import annotations
+# no `from __future__ import annotations`: FastAPI reads each handler's body model from its annotation, a
+# class made for this server (schemas.py), which a string annotation could not name
 
-import functools
-import inspect
-from typing import Any
-
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
+from fastapi import Path as PathParameter
 
 from .. import tasks
 from ..errors import UserError
-from .app import Server, count_characters, respond, server_of
-from .schemas import ApiError, InferenceRequest
+from .core import ApiError, Server, count_characters, respond
+from .schemas import INFERENCE_ANSWERS, answers, inference_request
 
-router = APIRouter(tags=["Hugging Face Inference API"])
 SERVER_PARAMETERS = ("truncate", "truncation_direction", "prompt_name")
 
 
-@router.post("/", summary="The model's task, as the Hugging Face Inference API calls it")
-async def inference(body: InferenceRequest, server: Server = Depends(server_of)):
-    return await answer(server, body)
+def routes(server: Server) -> APIRouter:
+    router = APIRouter(tags=["Hugging Face Inference API"])
+    InferenceRequest = inference_request(server.limits)
+    spec = tasks.TASKS[server.task]
+    ok = INFERENCE_ANSWERS[server.task]
+
+    @router.post("/", summary=f"The model's task ({server.task}), as the Hugging Face Inference API calls it",
+                 responses=answers(server.limits, ok, 400, 413, 422, 429, 500))
+    async def inference(body: InferenceRequest):
+        return await answer(server, body)
+
+    names = [spec.name, *spec.aliases]
+    task_parameter = PathParameter(description=f"this server's task: {' or '.join(names)} (another task: 424, "
+                                               "a name that is no task: 404)", json_schema_extra={"enum": names})
+
+    @router.post("/pipeline/{task}", summary="The same, naming the task (an error if the model runs another)",
+                 responses=answers(server.limits, ok, 400, 404, 413, 422, 424, 429, 500))
+    async def inference_for_task(body: InferenceRequest, task: str = task_parameter):
+        try:
+            name = tasks.get(task).name
+        except UserError as e:
+            raise ApiError(404, "Validation", str(e)) from None
+        server.require(name, f"/pipeline/{task}")
+        return await answer(server, body)
+
+    return router
 
 
-@router.post("/pipeline/{task}", summary="The same, naming the task (an error if the model runs another)")
-async def inference_for_task(task: str, body: InferenceRequest, server: Server = Depends(server_of)):
-    try:
-        name = tasks.get(task).name
-    except UserError as e:
-        raise ApiError(404, "Validation", str(e)) from None
-    server.require(name, f"/pipeline/{task}")
-    return await answer(server, body)
-
-
-async def answer(server: Server, body: InferenceRequest):
-    params = dict(body.parameters or {})
+async def answer(server: Server, body):
+    params = body.parameters.model_dump(exclude_none=True) if body.parameters is not None else {}
     truncate = params.pop("truncate", None)
-    if truncate is not None and not isinstance(truncate, bool):
-        raise ApiError(422, "Validation", f"parameters.truncate: expected true or false, got {truncate!r}")
-    if params.pop("truncation_direction", None) not in (None, "right", "Right"):
-        raise ApiError(422, "Validation", "parameters.truncation_direction: only right truncation is supported")
-    if params.pop("prompt_name", None) is not None:
-        raise ApiError(422, "Validation", "parameters.prompt_name: this server has no prompts; leave it out")
-    check_parameters(server, params)
-    single, items, texts = inputs_of(server.task, body.inputs)
+    for name in SERVER_PARAMETERS:
+        params.pop(name, None)
+    single = not isinstance(body.inputs, list)
+    items = [body.inputs] if single else body.inputs
+    items = [item.model_dump(exclude_none=True) if hasattr(item, "model_dump") else item for item in items]
     server.check_batch(items)
-    if truncate is False:
-        server.check_length(*texts)
     if server.task == "feature-extraction":
         params.setdefault("pooling", server.pooling)  # "none": token features, also where the folder pools
     if server.task == "text-classification":
         params.setdefault("top_k", None)  # every label, best first, as the Inference API answers
     inputs = items[0] if single else items
     result, meta = await server.run(len(items), count_characters(items),
-                                    lambda: server.pipe.preprocess(inputs, **params))
+                                    lambda: server.pipe.preprocess(inputs, **params), truncate)
     if server.task == "text-classification" and single:
         result = [result]  # the Inference API's [[{label, score}]] for one text
     return respond(result, meta)
-
-
-def check_parameters(server: Server, params: dict[str, Any]) -> None:
-    accepted = accepted_parameters(type(server.pipe).preprocess)
-    if accepted is None:
-        return
-    unknown = [name for name in params if name not in accepted]
-    if unknown:
-        raise ApiError(422, "Validation", f"parameters.{unknown[0]}: {server.task} has no parameter {unknown[0]!r}; "
-                       f"it takes {', '.join([*accepted, 'truncate'])}")
-
-
-@functools.cache
-def accepted_parameters(preprocess) -> tuple[str, ...] | None:
-    """The keyword parameters a pipeline's `preprocess` takes (None: any), read once, not on every request."""
-    signature = inspect.signature(preprocess)
-    if any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()):
-        return None
-    return tuple(name for name, p in list(signature.parameters.items())[2:]  # self, inputs
-                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
-
-
-def inputs_of(task: str, inputs: Any) -> tuple[bool, list, tuple[list[str], list[str | None]]]:
-    """(one input?, the inputs as a list, (texts, pair texts) for the length check), or a 422 naming the field."""
-    if task == "question-answering":
-        single = isinstance(inputs, dict)
-        items = [inputs] if single else inputs
-        if not isinstance(items, list) or not all(_is_question(x) for x in items):
-            raise ApiError(422, "Validation", 'inputs: expected {"question": "...", "context": "..."} or a list of them')
-        return single, items, ([x["question"] for x in items], [x["context"] for x in items])
-    if task == "text-classification":
-        single = isinstance(inputs, (str, dict))
-        items = [inputs] if single else inputs
-        if not isinstance(items, list) or not all(_is_sequence(x) for x in items):
-            raise ApiError(422, "Validation", 'inputs: expected a text, {"text": "...", "text_pair": "..."}, or a list of them')
-        texts = [x if isinstance(x, str) else x["text"] if isinstance(x, dict) else x[0] for x in items]
-        pairs = [None if isinstance(x, str) else x.get("text_pair") if isinstance(x, dict) else x[1] for x in items]
-        return single, items, (texts, pairs)
-    single = isinstance(inputs, str)
-    items = [inputs] if single else inputs
-    if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
-        raise ApiError(422, "Validation", "inputs: expected a text or a list of texts")
-    return single, items, (items, [None] * len(items))
-
-
-def _is_question(x) -> bool:
-    return isinstance(x, dict) and isinstance(x.get("question"), str) and isinstance(x.get("context"), str)
-
-
-def _is_sequence(x) -> bool:
-    if isinstance(x, str):
-        return True
-    if isinstance(x, dict):
-        return isinstance(x.get("text"), str) and isinstance(x.get("text_pair", ""), (str, type(None)))
-    return isinstance(x, list) and len(x) == 2 and all(isinstance(t, str) for t in x)

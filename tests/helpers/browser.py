@@ -76,8 +76,21 @@ class Browser:
         self.evaluate(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.value = {json.dumps(text)};"
                       "e.dispatchEvent(new Event('input', {bubbles: true})); })()")
 
-    def screenshot(self, path: Path) -> Path:
-        data = self.call("Page.captureScreenshot", format="png")["data"]
+    def click(self, selector: str) -> None:
+        """A real mouse click (pressed and released) at the middle of the element."""
+        box = self.evaluate(f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
+                            ".getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; })()")
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
+
+    def screenshot(self, path: Path, full_page: bool = False) -> Path:
+        """The viewport as a PNG; full_page: the whole page, however long."""
+        params = {}
+        if full_page:
+            size = self.call("Page.getLayoutMetrics")["cssContentSize"]
+            params = {"captureBeyondViewport": True,
+                      "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}}
+        data = self.call("Page.captureScreenshot", format="png", **params)["data"]
         Path(path).write_bytes(base64.b64decode(data))
         return Path(path)
 
