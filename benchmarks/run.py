@@ -52,9 +52,9 @@ FILL_MASK_PEERS = [p for p in PEERS if not p.startswith("st-")]
 DRIFT_PEERS = [p for p in PEERS if p.startswith("ours-") and p != "ours-onnx-fp32"]  # each against ours-onnx-fp32
 
 
-def prepare(n_texts: int) -> None:
-    """The full-size checkpoint, every export, and the inputs; made once into benchmarks/.cache."""
-    prepare_ours()
+def prepare(n_texts: int, exports: tuple[str, ...] = ("fill-mask", "feature-extraction")) -> None:
+    """The full-size checkpoint, the exports the workloads read, and the inputs; made once into benchmarks/.cache."""
+    prepare_ours(exports)
     if not (CACHE / "optimum-features" / "model.onnx").exists():
         script = f"""
 from optimum.onnxruntime import ORTModelForMaskedLM, ORTModelForFeatureExtraction
@@ -97,6 +97,8 @@ EXPORTED = "fp32,int8,fp16,q4,q4f16"
 def sizes(results: dict) -> None:
     """Each precision's graph and weights on disk, and its drift from fp32 as the export measured it."""
     for name in ("ours-fill-mask", "ours-features"):
+        if not (CACHE / name / "quantization_report.json").exists():
+            continue
         report = json.loads((CACHE / name / "quantization_report.json").read_text())
         fp32 = next(iter(report.values()))["bytes_fp32"]
         results["sizes"][name] = {"fp32": {"bytes": fp32, "ratio": 1.0}}
@@ -263,7 +265,8 @@ def main() -> None:
     parser.add_argument("--only", default="W1,W2,W3")
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated; the others keep their last figures")
     args = parser.parse_args()
-    prepare(args.texts)
+    only = args.only.split(",")
+    prepare(args.texts, ("fill-mask",) + (("feature-extraction",) if "W2" in only else ()))
     counts = _token_counts()
     results = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
                "corpus": {"texts": len(counts), "median_tokens": float(np.median(counts)), "p90_tokens": float(np.percentile(counts, 90))},
@@ -274,7 +277,7 @@ def main() -> None:
         previous = json.loads(path.read_text())
         for workload in ("W1", "W2", "W3"):
             results[workload] = {p: r for p, r in previous.get(workload, {}).items() if workload not in only or p not in peers}
-    sizes(results)
+    sizes(results)  # of the exports at hand
     if "W1" in only:
         latency(results, peers)
         agreement(results)
