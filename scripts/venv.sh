@@ -19,7 +19,7 @@ ensure_venv() {
   fi
 }
 
-ensure_venv "$root/.venv" "$root/pyproject.toml" --config-settings editable_mode=compat -e "$root[torch,train,test,serve,tf,ray]"
+ensure_venv "$root/.venv" "$root/pyproject.toml" --config-settings editable_mode=compat -e "$root[torch,train,test,serve,tf,ray,openvino]"
 export PATH="$root/.venv/bin:$PATH"
 
 # transformers.js for the tests that load our exports in it (tests/test_transformers_js.py, the browser page), in
