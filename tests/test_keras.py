@@ -14,6 +14,8 @@ pytest.importorskip("tensorflow", reason="TensorFlow is not installed (the tf ex
 import tensorflow as tf  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
+from helpers.models import ARCHS, OUTPUTS, ROOT, TASK_OF_ARCH, batch, make_reference, save_reference  # noqa: E402
+from helpers.venvs import fresh_install
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 import distilbert  # noqa: E402
@@ -23,7 +25,6 @@ from distilbert.checkpoint import load  # noqa: E402
 from distilbert.config import Config  # noqa: E402
 from distilbert.errors import UserError  # noqa: E402
 from distilbert.tokenizer import Tokenizer  # noqa: E402
-from helpers.models import ARCHS, OUTPUTS, ROOT, TASK_OF_ARCH, batch, make_reference, save_reference  # noqa: E402
 
 TOLERANCE = 1e-4
 CARD = "Hello I'm a [MASK] model."
@@ -154,13 +155,7 @@ np.savez(sys.argv[2], **out)
 def test_the_tf_extra_alone_reads_safetensors_weights(tmp_path):
     """`pip install '.[tf]'` in a fresh venv, no PyTorch there: from_pretrained reads model.safetensors (single and
     sharded, through safetensors' numpy path) and gives this environment's logits."""
-    venv, work = tmp_path / "venv", tmp_path / "work"
-    work.mkdir()
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    python = str(venv / "bin" / "python")
-    install = subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", f"{ROOT}[tf]"],
-                             capture_output=True, text=True, timeout=1500, cwd=work)
-    assert install.returncode == 0, install.stderr[-3000:]
+    python, work = fresh_install(tmp_path, "tf")
     assert subprocess.run([python, "-c", "import torch"], capture_output=True, timeout=120, cwd=work).returncode != 0
     folders = [save_reference(make_reference("distilbert", "ForMaskedLM"), tmp_path / "single", tokenizer=False),
                save_reference(make_reference("bert", "ForSequenceClassification"), tmp_path / "sharded",

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,9 @@ import pytest
 pytest.importorskip("openvino", reason="OpenVINO is not installed (the openvino extra: pip install 'distilbert[openvino]')")
 
 import torch  # noqa: E402
+from helpers.cli import assert_user_error, environment, run  # noqa: E402
+from helpers.models import ARCHS, TASK_OF_ARCH, data_file, make_reference, save_reference  # noqa: E402
+from helpers.venvs import fresh_install  # noqa: E402
 
 import distilbert  # noqa: E402
 from distilbert import tasks  # noqa: E402
@@ -26,8 +30,6 @@ from distilbert.errors import UserError  # noqa: E402
 from distilbert.onnx import export  # noqa: E402
 from distilbert.onnx.export import validation_batch  # noqa: E402
 from distilbert.tokenizer import Tokenizer  # noqa: E402
-from helpers.cli import assert_user_error, environment, run  # noqa: E402
-from helpers.models import ARCHS, ROOT, TASK_OF_ARCH, data_file, make_reference, save_reference  # noqa: E402
 
 TOLERANCE = 1e-5  # fp32, as the other exact backends
 needs_bf16 = pytest.mark.skipif(not bf16_supported(), reason="this CPU has no bfloat16 instructions (OpenVINO's "
@@ -352,18 +354,12 @@ def test_the_openvino_extra_alone_runs_an_export(tmp_path, exported):
     """`pip install '.[openvino]'` in a fresh venv, no PyTorch there: `distilbert fill-mask --backend openvino` on
     an exported folder gives this environment's answer."""
     out, _, _ = exported("distilbert", "ForMaskedLM", optimize=True)
-    venv, work = tmp_path / "venv", tmp_path / "work"
-    work.mkdir()
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    python = str(venv / "bin" / "python")
-    install = subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", f"{ROOT}[openvino]"],
-                             capture_output=True, text=True, timeout=1500, cwd=work)
-    assert install.returncode == 0, install.stderr[-3000:]
+    python, work = fresh_install(tmp_path, "openvino")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     check = subprocess.run([python, "-c", TORCH_FREE], capture_output=True, text=True, timeout=120, cwd=work, env=env)
     assert check.returncode == 0, check.stderr + check.stdout
     text = "The [MASK] sat on the [MASK] near the river."
-    p = subprocess.run([str(venv / "bin" / "distilbert"), "fill-mask", text, "--model", str(out), "--backend",
+    p = subprocess.run([str(Path(python).parent / "distilbert"), "fill-mask", text, "--model", str(out), "--backend",
                         "openvino", "--json"], capture_output=True, text=True, timeout=300, cwd=work, env=env)
     assert p.returncode == 0, p.stderr[-3000:]
     there = json.loads(p.stdout)
