@@ -20,7 +20,7 @@ from ..backends.onnx import ALL_POSITIONS, ATTENTIONS
 from ..errors import UserError, first_line
 from ..precisions import EXACT, ONNX_FILES, parse_list
 from .files import save_model, write_report
-from .quantize import CONVERTERS
+from .quantize import CONVERTERS, check_q4, measure, quantize_int8
 from .validation import shape_grid, validation_batch
 
 DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17 on
@@ -57,7 +57,6 @@ def export(
     from ..checkpoint import load
     from ..model import task_of
     from ..tokenizer import Tokenizer
-    from .quantize import check_q4
 
     task = tasks.get(task).name if task is not None else None
     if quantize is not None and quantize not in QUANTIZATIONS:
@@ -93,29 +92,20 @@ def export(
                     "validation": validate(net, path, config, tokenizer, task, log)}
     # float16 and 4-bit graphs come from the plain graph: ONNX Runtime's fused operators are float32 on its CPU
     # and unknown to other runtimes
-    plain = None
     for precision in (p for p in wanted if p in CONVERTERS):
         import onnx
 
-        plain = plain or onnx.load(str(path))
-        proto = onnx.ModelProto()
-        proto.CopyFrom(plain)
         log(f"  writing {precision}: {graphs / ONNX_FILES[precision]}")
-        save_model(CONVERTERS[precision](proto), graphs / ONNX_FILES[precision])
-    del plain
+        save_model(CONVERTERS[precision](onnx.load(str(path))), graphs / ONNX_FILES[precision])
     if optimize:
         from .optimize import optimize_graph
 
         report["fused_operators"] = optimize_graph(path, config, log)
         report["validation_optimized"] = validate(net, path, config, tokenizer, task, log)
     if "int8" in wanted:
-        from .quantize import quantize_int8
-
         quantize_int8(path, graphs / ONNX_FILES["int8"], log)
     derived = [p for p in wanted if p != EXACT]
     if derived:
-        from .quantize import measure
-
         measured = {p: measure(path, graphs / ONNX_FILES[p], p, config, tokenizer, task, drift_texts, log)
                     for p in derived}
         write_report(out, "quantization_report.json", measured)
